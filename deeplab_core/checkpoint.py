@@ -1,0 +1,110 @@
+"""One self-describing checkpoint format, readable and writable at any URI.
+
+A checkpoint is a single ``torch.save`` file holding ``model_state`` and a ``config`` dict sufficient to
+rebuild the model (arch, backbone, output_stride, num_classes, class_names, mean, std), plus optional
+training state (optimizer_state, scheduler_state, iteration, metrics, ...).
+
+Where a checkpoint URI is expected, three forms are accepted: the file itself; a training ``--output``
+folder (its exported ``best_model.pt``); a Ray Train checkpoint folder (its ``checkpoint.pt``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from deeplab_core.inference import IMAGENET_MEAN, IMAGENET_STD
+from deeplab_core.io import exists, is_dir, join_uri, list_files, read_bytes, write_bytes
+from deeplab_core.models import DeepLab, build_model
+
+CHECKPOINT_FILE = "checkpoint.pt"
+BEST_MODEL_FILE = "best_model.pt"
+CONFIG_KEYS = ("arch", "backbone", "output_stride", "num_classes", "class_names", "mean", "std")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable or incomplete; the message names the URI."""
+
+
+def model_config(model: nn.Module, class_names: list[str] | None = None,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict[str, Any]:
+    net: DeepLab = model.module if hasattr(model, "module") else model
+    return {
+        "arch": net.arch,
+        "backbone": net.backbone.name,
+        "output_stride": net.output_stride,
+        "num_classes": net.num_classes,
+        "class_names": list(class_names) if class_names else [str(i) for i in range(net.num_classes)],
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+    }
+
+
+def save_checkpoint(uri: str, model: nn.Module, config: dict[str, Any] | None = None, **training_state: Any) -> None:
+    """Write ``model`` (unwrapped from DDP), its config and any extra training state to one file at ``uri``."""
+    net = model.module if hasattr(model, "module") else model
+    config = config or model_config(net)
+    missing = [key for key in CONFIG_KEYS if key not in config]
+    if missing:
+        raise CheckpointError(f"{uri}: config lacks {missing}")
+    buffer = io.BytesIO()
+    torch.save({"model_state": net.state_dict(), "config": dict(config), **training_state}, buffer)
+    write_bytes(uri, buffer.getvalue())
+
+
+def resolve_checkpoint_uri(uri: str) -> str:
+    """The checkpoint file that ``uri`` designates (the file, or the file inside a known folder layout)."""
+    if is_dir(uri):
+        for name in (BEST_MODEL_FILE, CHECKPOINT_FILE):
+            candidate = join_uri(uri, name)
+            if exists(candidate):
+                return candidate
+        found = [u.rsplit("/", 1)[-1] for u in list_files(uri)][:10]
+        raise CheckpointError(f"{uri} is a folder without {BEST_MODEL_FILE} or {CHECKPOINT_FILE} (it holds: {found})")
+    if not exists(uri):
+        raise CheckpointError(f"{uri}: no such checkpoint file or folder")
+    return uri
+
+
+@dataclass
+class Checkpoint:
+    uri: str
+    digest: str  # sha256 of the file's bytes, first 16 hex digits: names the exact weights a result came from
+    config: dict[str, Any]
+    state: dict[str, Any]  # everything in the file: model_state, config, training state
+
+
+def load_checkpoint(uri: str) -> Checkpoint:
+    path = resolve_checkpoint_uri(uri)
+    data = read_bytes(path)
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for bad files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or "model_state" not in state or "config" not in state:
+        raise CheckpointError(f"{path}: not a deeplab-ray checkpoint (needs 'model_state' and 'config')")
+    missing = [key for key in CONFIG_KEYS if key not in state["config"]]
+    if missing:
+        raise CheckpointError(f"{path}: config lacks {missing}")
+    return Checkpoint(uri=path, digest=hashlib.sha256(data).hexdigest()[:16], config=state["config"], state=state)
+
+
+def build_from_checkpoint(checkpoint: Checkpoint) -> DeepLab:
+    """Rebuild the model a checkpoint describes and load its weights (in eval mode, on the CPU)."""
+    config = checkpoint.config
+    model = build_model(config["arch"], config["backbone"], config["output_stride"], config["num_classes"])
+    try:
+        model.load_state_dict(checkpoint.state["model_state"], strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{checkpoint.uri}: weights do not fit the model in its config ({err})") from None
+    return model.eval()
+
+
+def load_model(uri: str) -> tuple[DeepLab, Checkpoint]:
+    checkpoint = load_checkpoint(uri)
+    return build_from_checkpoint(checkpoint), checkpoint

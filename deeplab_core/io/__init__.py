@@ -1,0 +1,33 @@
+"""URI-agnostic reading and writing, image decoding, palette PNGs and overlays."""
+
+from deeplab_core.io.images import (
+    IGNORE_INDEX,
+    VOC_COLORMAP,
+    ImageDecodeError,
+    decode_image,
+    decode_mask,
+    encode_jpeg,
+    encode_palette_png,
+    encode_png,
+    overlay,
+    voc_colormap,
+)
+from deeplab_core.io.uri import (
+    exists,
+    filesystem,
+    is_dir,
+    join_uri,
+    list_files,
+    protocol_of,
+    read_bytes,
+    read_text,
+    relative_path,
+    s3_options,
+    write_bytes,
+)
+
+__all__ = [
+    "IGNORE_INDEX", "VOC_COLORMAP", "ImageDecodeError", "decode_image", "decode_mask", "encode_jpeg",
+    "encode_palette_png", "encode_png", "exists", "filesystem", "is_dir", "join_uri", "list_files", "overlay",
+    "protocol_of", "read_bytes", "read_text", "relative_path", "s3_options", "voc_colormap", "write_bytes",
+]

@@ -1,0 +1,72 @@
+"""The DeepLab model: an atrous ResNet backbone followed by an ASPP head, and ``build_model``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from deeplab_core.models.aspp_v2 import ASPPv2
+from deeplab_core.models.aspp_v3 import DeepLabV3Head, v3_rates
+from deeplab_core.models.backbone import OUT_CHANNELS, RESNETS, AtrousResNet
+
+ARCHS = ("deeplabv2", "deeplabv3")
+BACKBONES = tuple(RESNETS)
+
+
+class DeepLab(nn.Module):
+    """``forward`` returns N x C x H x W logits at the input's resolution (bilinear upsampling, as torchvision).
+
+    ``low_res_logits`` returns the head's output at 1/``output_stride`` of the input, which is what a
+    pipeline should ship between machines; ``deeplab_core.inference.upsample_logits`` restores full size.
+    """
+
+    def __init__(self, backbone: AtrousResNet, classifier: nn.Module, arch: str, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = classifier
+        self.arch = arch
+        self.num_classes = num_classes
+
+    @property
+    def output_stride(self) -> int:
+        return self.backbone.output_stride
+
+    def low_res_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.low_res_logits(images)
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def build_model(
+    arch: str = "deeplabv2",
+    backbone: str = "resnet101",
+    output_stride: int = 8,
+    num_classes: int = 21,
+    pretrained_backbone: str | Path | bool = False,
+) -> DeepLab:
+    """Build DeepLab-v2 (ASPP-L) or DeepLab-v3 (ASPP + image pooling) on an atrous ResNet-50/101.
+
+    ``pretrained_backbone`` loads ImageNet ResNet weights from a local file path, or with True from the
+    torch hub cache; nothing is ever downloaded.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    features = AtrousResNet(backbone, output_stride)
+    if pretrained_backbone:
+        features.load_imagenet_weights(pretrained_backbone)
+    if arch == "deeplabv2":
+        head: nn.Module = ASPPv2(OUT_CHANNELS, num_classes)
+    else:
+        head = DeepLabV3Head(OUT_CHANNELS, num_classes, v3_rates(output_stride))
+    return DeepLab(features, head, arch, num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

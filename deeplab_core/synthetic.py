@@ -1,0 +1,111 @@
+"""A seeded synthetic VOC-layout dataset: coloured shapes on textured backgrounds.
+
+Each foreground class has its own hue and texture, so a DeepLab model learns the task in minutes on a CPU;
+shape edges are sharp colour edges, so a dense CRF measurably sharpens the model's blurry boundaries.
+
+    python -m deeplab_core.synthetic --output URI [--num-images N] [--size N] [--num-classes N] [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import sys
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from deeplab_core.data.voc import CLASS_NAMES_FILE, IMAGE_DIR, IMAGE_SUFFIX, MASK_DIR, MASK_SUFFIX, SPLIT_DIR
+from deeplab_core.io import encode_jpeg, encode_palette_png, join_uri, write_bytes
+
+SHAPES = ("ellipse", "rectangle", "triangle")
+
+
+def class_colours(num_classes: int) -> np.ndarray:
+    """A muted grey for background (0), then evenly spaced saturated hues for classes 1..C-1."""
+    colours = [(110, 110, 100)]
+    for k in range(1, num_classes):
+        r, g, b = colorsys.hsv_to_rgb((k - 1) / max(num_classes - 1, 1), 0.85, 0.9)
+        colours.append((int(r * 255), int(g * 255), int(b * 255)))
+    return np.array(colours, dtype=np.float32)
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Low-frequency noise in [-1, 1]: a coarse random grid upsampled bilinearly."""
+    coarse = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
+    image = Image.fromarray(coarse, mode="F").resize((size, size), Image.BILINEAR)
+    return np.asarray(image)
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, value: int) -> None:
+    kind = SHAPES[int(rng.integers(len(SHAPES)))]
+    extent = rng.uniform(0.2, 0.5) * size
+    cx, cy = rng.uniform(0.15, 0.85, 2) * size
+    if kind == "triangle":
+        angles = rng.uniform(0, 2 * np.pi) + np.array([0, 2.1, 4.2]) + rng.uniform(-0.3, 0.3, 3)
+        points = [(cx + extent * np.cos(a), cy + extent * np.sin(a)) for a in angles]
+        draw.polygon(points, fill=value)
+        return
+    half_w, half_h = extent * rng.uniform(0.5, 1.0), extent * rng.uniform(0.5, 1.0)
+    box = [cx - half_w, cy - half_h, cx + half_w, cy + half_h]
+    (draw.ellipse if kind == "ellipse" else draw.rectangle)(box, fill=value)
+
+
+def make_sample(rng: np.random.Generator, size: int = 128, num_classes: int = 4,
+                max_shapes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """One (uint8 H x W x 3 image, uint8 H x W mask) pair with 1..max_shapes shapes."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    mask_image = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(mask_image)
+    for _ in range(int(rng.integers(1, max_shapes + 1))):
+        _draw_shape(draw, rng, size, int(rng.integers(1, num_classes)))
+    mask = np.asarray(mask_image, dtype=np.uint8).copy()
+
+    colours = class_colours(num_classes)
+    jitter = rng.uniform(-20, 20, (num_classes, 3)).astype(np.float32)
+    image = colours[mask] + jitter[mask]
+    # Texture: a blotchy low-frequency field, stronger on the background, plus per-pixel grain.
+    blotches = _smooth_noise(rng, size, cells=6)[..., None] * np.where(mask == 0, 35.0, 15.0)[..., None]
+    grain = rng.normal(0.0, 8.0, image.shape).astype(np.float32)
+    image = np.clip(image + blotches + grain, 0, 255).astype(np.uint8)
+    return image, mask
+
+
+def generate(output: str, num_images: int = 40, size: int = 128, num_classes: int = 4, seed: int = 0,
+             val_fraction: float = 0.25) -> dict[str, list[str]]:
+    """Write a VOC-layout dataset under ``output`` (any URI); returns the ids of each split."""
+    if num_images < 2:
+        raise ValueError("num_images must be >= 2 (at least one train and one val image)")
+    rng = np.random.default_rng(seed)
+    ids = [f"synthetic_{index:05d}" for index in range(num_images)]
+    num_val = min(max(1, round(num_images * val_fraction)), num_images - 1)
+    splits = {"train": ids[: num_images - num_val], "val": ids[num_images - num_val:]}
+    for sample_id in ids:
+        image, mask = make_sample(rng, size, num_classes)
+        write_bytes(join_uri(output, IMAGE_DIR, sample_id + IMAGE_SUFFIX), encode_jpeg(image, quality=95))
+        write_bytes(join_uri(output, MASK_DIR, sample_id + MASK_SUFFIX), encode_palette_png(mask))
+    for split, split_ids in splits.items():
+        write_bytes(join_uri(output, SPLIT_DIR, f"{split}.txt"), ("\n".join(split_ids) + "\n").encode())
+    names = ["background"] + [f"class_{k}" for k in range(1, num_classes)]
+    write_bytes(join_uri(output, CLASS_NAMES_FILE), ("\n".join(names) + "\n").encode())
+    return splits
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deeplab_core.synthetic", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", required=True, help="dataset root: local path, s3://bucket/prefix, any fsspec URI")
+    parser.add_argument("--num-images", type=int, default=40)
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--num-classes", type=int, default=4, help="including background")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-fraction", type=float, default=0.25)
+    args = parser.parse_args(argv)
+    splits = generate(args.output, args.num_images, args.size, args.num_classes, args.seed, args.val_fraction)
+    print(f"wrote {sum(map(len, splits.values()))} images ({len(splits['train'])} train, {len(splits['val'])} val, "
+          f"{args.num_classes} classes) to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_deeplab_core_never_imports_ray_or_pipelines():
+    offenders = []
+    for path in (ROOT / "deeplab_core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{path}: {n}" for n in names if n.split(".")[0] in ("ray", "pipelines")]
+    assert not offenders
+
+
+def test_importing_every_core_module_loads_no_ray():
+    code = ("import sys, deeplab_core.models, deeplab_core.inference, deeplab_core.crf, deeplab_core.data, "
+            "deeplab_core.metrics, deeplab_core.io, deeplab_core.checkpoint, deeplab_core.training, "
+            "deeplab_core.synthetic; assert 'ray' not in sys.modules, 'ray was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

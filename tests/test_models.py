@@ -1,0 +1,103 @@
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models import resnet50
+from torchvision.models.segmentation import deeplabv3_resnet50, deeplabv3_resnet101
+
+from deeplab_core.models import ASPPv2, build_model, count_parameters, imagenet_weights_path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize("arch", ["deeplabv2", "deeplabv3"])
+@pytest.mark.parametrize("output_stride, grid", [(8, 65), (16, 33)])
+def test_513_input_gives_paper_grid_and_full_size_logits(arch, output_stride, grid):
+    model = build_model(arch, "resnet50", output_stride, num_classes=5).eval()
+    images = torch.randn(1, 3, 513, 513)
+    with torch.no_grad():
+        low = model.low_res_logits(images)
+        full = model(images)
+    assert low.shape == (1, 5, grid, grid)
+    assert isinstance(full, torch.Tensor) and full.shape == (1, 5, 513, 513)
+
+
+def _torchvision_resnet_without_fc(constructor) -> int:
+    net = constructor(weights=None)
+    return count_parameters(net) - count_parameters(net.fc)
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "resnet101"])
+def test_parameter_counts_match_independent_computation(backbone):
+    tv = {"resnet50": deeplabv3_resnet50, "resnet101": deeplabv3_resnet101}[backbone]
+    expected_v3 = count_parameters(tv(weights=None, weights_backbone=None, num_classes=21, aux_loss=False))
+    assert count_parameters(build_model("deeplabv3", backbone, 8, 21)) == expected_v3
+    # ASPP-L: four 3x3 convolutions 2048 -> 21 with bias, on top of the ResNet without its fc layer.
+    from torchvision.models import resnet101
+    resnet_params = _torchvision_resnet_without_fc({"resnet50": resnet50, "resnet101": resnet101}[backbone])
+    expected_v2 = resnet_params + 4 * (2048 * 9 * 21 + 21)
+    assert count_parameters(build_model("deeplabv2", backbone, 8, 21)) == expected_v2
+
+
+def test_readme_parameter_table_is_true():
+    text = README.read_text()
+    for arch in ("deeplabv2", "deeplabv3"):
+        for backbone in ("resnet50", "resnet101"):
+            row = re.search(rf"\|\s*{arch}\s*\|\s*{backbone}\s*\|\s*([\d,]+)\s*\|", text)
+            assert row, f"README lacks the parameter-count row for {arch}/{backbone}"
+            assert int(row.group(1).replace(",", "")) == count_parameters(build_model(arch, backbone, 8, 21))
+
+
+@pytest.mark.parametrize("constructor, backbone", [(deeplabv3_resnet50, "resnet50"), (deeplabv3_resnet101, "resnet101")])
+def test_torchvision_deeplabv3_weights_load_strictly_and_give_equal_outputs(constructor, backbone):
+    torch.manual_seed(0)
+    reference = constructor(weights=None, weights_backbone=None, num_classes=21, aux_loss=False).eval()
+    ours = build_model("deeplabv3", backbone, output_stride=8, num_classes=21).eval()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    images = torch.randn(2, 3, 97, 130)
+    with torch.no_grad():
+        assert torch.equal(ours(images), reference(images)["out"])
+
+
+def test_v2_head_sums_four_atrous_class_predictors():
+    head = ASPPv2(in_channels=8, num_classes=3)
+    assert [b.dilation for b in head.branches] == [(6, 6), (12, 12), (18, 18), (24, 24)]
+    features = torch.randn(1, 8, 30, 30)
+    assert torch.allclose(head(features), sum(branch(features) for branch in head.branches))
+
+
+def test_v3_rates_double_at_output_stride_8():
+    def rates(model):
+        return [branch[0].dilation[0] for branch in model.classifier[0].convs[1:4]]
+    assert rates(build_model("deeplabv3", "resnet50", 16, 3)) == [6, 12, 18]
+    assert rates(build_model("deeplabv3", "resnet50", 8, 3)) == [12, 24, 36]
+
+
+def test_pretrained_backbone_loads_from_a_file_and_from_the_torch_cache(tmp_path, monkeypatch):
+    imagenet = resnet50(weights=None)
+    weights_file = tmp_path / "my_resnet50.pth"
+    torch.save(imagenet.state_dict(), weights_file)
+    model = build_model("deeplabv2", "resnet50", 16, 3, pretrained_backbone=weights_file)
+    assert torch.equal(model.backbone.layer3[0].conv2.weight, imagenet.layer3[0].conv2.weight)
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    cached = imagenet_weights_path("resnet50")
+    assert str(cached).startswith(str(tmp_path / "torch_home"))
+    with pytest.raises(FileNotFoundError, match=re.escape(str(cached))):
+        build_model("deeplabv2", "resnet50", 16, 3, pretrained_backbone=True)
+    cached.parent.mkdir(parents=True)
+    torch.save(imagenet.state_dict(), cached)
+    model = build_model("deeplabv3", "resnet50", 8, 3, pretrained_backbone=True)
+    assert torch.equal(model.backbone.conv1.weight, imagenet.conv1.weight)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"arch": "deeplabv4"}, "unknown arch"),
+    ({"backbone": "resnet18"}, "unknown backbone"),
+    ({"output_stride": 32}, "output_stride"),
+    ({"num_classes": 1}, "num_classes"),
+])
+def test_bad_model_arguments_are_rejected_clearly(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(**{"arch": "deeplabv2", "backbone": "resnet50", "output_stride": 16, "num_classes": 3, **kwargs})
