@@ -1,0 +1,1 @@
+"""Local cluster tooling (python -m cluster.local) and production cluster configs."""

