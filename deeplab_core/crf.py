@@ -90,3 +90,14 @@ def _mean_field(image: np.ndarray, unary: np.ndarray, settings: CRFParams) -> np
                              rgbim=np.ascontiguousarray(image), compat=settings.bilateral_weight)
     marginals = np.asarray(crf.inference(settings.iterations), dtype=np.float32)
     return marginals.reshape(classes, height, width)
+
+
+def refine_low_res(image: np.ndarray, low_res_logits: np.ndarray, stride: int, **params) -> np.ndarray:
+    """Dense CRF from low-resolution logits on the stride grid of ``image`` (see ``deeplab_core.inference``).
+
+    The logits are upsampled with the grid's exact geometry (``upsample_logits``), not stretched to the image.
+    """
+    from deeplab_core.inference import upsample_logits
+
+    logits = upsample_logits(torch.from_numpy(np.asarray(low_res_logits, dtype=np.float32)), image.shape[:2], stride)
+    return dense_crf(image, logits.numpy(), is_logits=True, **params)

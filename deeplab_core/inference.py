@@ -24,12 +24,14 @@ FUSIONS = ("max", "mean")
 def normalize(images: np.ndarray | torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
               std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """uint8 H x W x 3 (or N x H x W x 3) RGB -> float32 3 x H x W (or N x 3 x H x W), ImageNet-normalised."""
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = images.copy()  # torch refuses to wrap read-only memory (PIL's arrays are read-only)
     tensor = torch.as_tensor(images)
     if tensor.dtype != torch.uint8 or tensor.shape[-1] != 3 or tensor.ndim not in (3, 4):
         raise ValueError(f"expected uint8 H x W x 3 or N x H x W x 3 images, got {tuple(tensor.shape)} {tensor.dtype}")
     tensor = tensor.movedim(-1, -3).float().div_(255.0)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=tensor.device).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=tensor.device).view(3, 1, 1)
     return tensor.sub_(mean_t).div_(std_t)
 
 
@@ -150,3 +152,59 @@ def segment(model: nn.Module, image: np.ndarray, scales: Sequence[float] = (1.0,
     batch = normalize(image, mean, std).unsqueeze(0).to(device)
     logits = predict_logits(model, batch, scales, flip)[0]
     return logits.argmax(0).cpu().numpy().astype(np.uint8 if logits.shape[0] <= 256 else np.int32)
+
+
+# Low-resolution logits travel between machines in this dtype: half the bytes of float32, and class scores need
+# no more precision. ``segment_image`` applies the same rounding, so in-process results equal a pipeline's.
+TRANSPORT_DTYPE = np.float16
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a uint8 H x W x 3 image to ``size`` = (height, width)."""
+    from PIL import Image
+
+    if image.shape[:2] == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an H x W label map to ``size`` = (height, width)."""
+    from PIL import Image
+
+    if labels.shape == tuple(size):
+        return labels
+    return np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((size[1], size[0]), Image.NEAREST))
+
+
+def labels_from_low_res(image: np.ndarray, low_res: np.ndarray, stride: int, crf: bool = True,
+                        **crf_params) -> np.ndarray:
+    """H x W uint8 labels of ``image`` (uint8 H x W x 3) from its C x h x w low-resolution logits.
+
+    With ``crf`` the logits are upsampled and refined by the dense CRF (``deeplab_core.crf.dense_crf``), else the
+    upsampled logits' argmax is taken.
+    """
+    from deeplab_core.crf import refine_low_res
+
+    if crf:
+        return refine_low_res(image, low_res, stride, **crf_params).astype(np.uint8)
+    size = image.shape[:2]
+    logits = upsample_logits(torch.from_numpy(np.asarray(low_res, dtype=np.float32)), size, stride)
+    return logits.argmax(0).numpy().astype(np.uint8)
+
+
+def segment_image(model: nn.Module, image: np.ndarray, scales: Sequence[float] = (1.0,), flip: bool = False,
+                  crf: bool = True, max_side: int | None = None, mean: Sequence[float] = IMAGENET_MEAN,
+                  std: Sequence[float] = IMAGENET_STD, **crf_params) -> np.ndarray:
+    """The whole per-image computation of the segmentation pipeline, in-process: H x W uint8 labels.
+
+    The image is shrunk to ``max_side`` if larger, the model's low-resolution logits are rounded to
+    ``TRANSPORT_DTYPE``, refined by the CRF (or arg-maxed), and the labels resized back to the input's size.
+    """
+    height, width = image.shape[:2]
+    working = resize_image(image, fit_max_side(height, width, max_side))
+    device = next(model.parameters()).device
+    batch = normalize(working, mean, std).unsqueeze(0).to(device)
+    low_res = predict_low_res(model, batch, scales, flip)[0].cpu().numpy().astype(TRANSPORT_DTYPE)
+    labels = labels_from_low_res(working, low_res, model.output_stride, crf, **crf_params)
+    return resize_labels(labels, (height, width))

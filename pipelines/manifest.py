@@ -1,0 +1,95 @@
+"""The segmentation manifest: one Parquet row per input image (schema fixed by DESIGN.md).
+
+Each run writes its rows under ``<output>/manifest/run-<time>/``; ``compact`` then rewrites the folder as one
+``manifest-<time>.parquet`` in which every input appears exactly once (a newer row supersedes an older one for the
+same URI, and an ok row is never replaced). A run that crashed leaves its finished files behind: their inputs count
+as done on the next run.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+import uuid
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from deeplab_core.io import filesystem, join_uri
+
+MANIFEST_DIR = "manifest"
+SCHEMA = pa.schema([
+    ("uri", pa.string()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("mask_uri", pa.string()),
+    ("class_pixels", pa.list_(pa.int64())),
+    ("crf", pa.bool_()),
+    ("model", pa.string()),
+    ("seconds_model", pa.float64()),
+    ("seconds_crf", pa.float64()),
+])
+
+
+def manifest_folder(output: str) -> str:
+    return join_uri(output, MANIFEST_DIR)
+
+
+def run_folder(output: str) -> str:
+    """Where one run writes its rows; the name sorts by start time, after the compacted file."""
+    return join_uri(output, MANIFEST_DIR, f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+
+
+def _files(output: str) -> tuple:
+    fs, folder = filesystem(manifest_folder(output))
+    if not fs.exists(folder):
+        return fs, []
+    return fs, sorted(p for p in fs.find(folder) if p.endswith(".parquet"))
+
+
+def read_manifest(output: str) -> pa.Table:
+    """Every row of every manifest file (possibly with superseded duplicates before ``compact``)."""
+    fs, paths = _files(output)
+    tables = []
+    for path in paths:
+        with fs.open(path, "rb") as f:
+            tables.append(pq.read_table(f).select(SCHEMA.names).cast(SCHEMA))
+    return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+
+
+def completed_uris(output: str) -> set[str]:
+    table = read_manifest(output)
+    ok = pc.equal(table.column("status"), "ok")
+    return set(table.filter(ok).column("uri").to_pylist())
+
+
+def compact(output: str) -> pa.Table:
+    """Rewrite the manifest folder as one file with exactly one row per input URI; returns that table.
+
+    Files are read in path order (runs are named by start time), so a later row for a URI wins, except that an ok
+    row is never replaced by an error. The new file is written before the old ones are deleted: a crash in between
+    leaves duplicates that the next ``compact`` removes, never a lost row.
+    """
+    fs, paths = _files(output)
+    table = read_manifest(output)
+    chosen: dict[str, int] = {}
+    statuses = table.column("status").to_pylist()
+    for index, uri in enumerate(table.column("uri").to_pylist()):
+        previous = chosen.get(uri)
+        if previous is None or not (statuses[previous] == "ok" and statuses[index] != "ok"):
+            chosen[uri] = index
+    compacted = table.take(sorted(chosen.values())) if len(chosen) != table.num_rows else table
+    if len(paths) > 1 or len(chosen) != table.num_rows:
+        _, folder = filesystem(manifest_folder(output))
+        name = posixpath.join(folder, f"manifest-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet")
+        with fs.open(name, "wb") as f:
+            pq.write_table(compacted, f)
+        for path in paths:
+            fs.rm(path)
+        for run in {posixpath.dirname(path) for path in paths} - {folder}:
+            if fs.exists(run):  # local run folders outlive their files; object stores have no folders
+                fs.rm(run, recursive=True)
+    return compacted

@@ -1,0 +1,59 @@
+"""Connecting a driver to Ray, and turning URIs into the filesystems Ray wants."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+import pyarrow.fs
+
+from deeplab_core.io import protocol_of
+
+S3_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                "AWS_DEFAULT_REGION", "AWS_REGION")
+
+
+def s3_env_vars() -> dict[str, str]:
+    return {name: os.environ[name] for name in S3_VARIABLES if os.environ.get(name)}
+
+
+def init_ray() -> None:
+    """Join the cluster in RAY_ADDRESS (or the one a submitted job runs on), else start a local Ray.
+
+    The S3 variables travel in the job's runtime env: Ray Train's controller and Ray Data's workers are
+    separate processes that do not inherit this driver's environment.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(runtime_env={"env_vars": s3_env_vars()}, log_to_driver=True)
+
+
+def pyarrow_storage(uri: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
+    """``(path, filesystem)`` for Ray Train's ``RunConfig(storage_path=..., storage_filesystem=...)``.
+
+    Local paths become absolute; ``s3://`` URIs get a pyarrow S3 filesystem configured from the standard AWS
+    variables (``AWS_ENDPOINT_URL`` included) and a path without the scheme; other fsspec URIs are wrapped.
+    """
+    protocol = protocol_of(uri)
+    if protocol == "file":
+        return os.path.abspath(uri.removeprefix("file://")), None
+    if protocol in ("s3", "s3a"):
+        options: dict = {}
+        if os.environ.get("AWS_ENDPOINT_URL"):
+            endpoint = urlparse(os.environ["AWS_ENDPOINT_URL"])
+            options["endpoint_override"] = endpoint.netloc or endpoint.path
+            options["scheme"] = endpoint.scheme or "https"
+        if os.environ.get("AWS_ACCESS_KEY_ID"):
+            options["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
+            options["secret_key"] = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+            options["session_token"] = os.environ.get("AWS_SESSION_TOKEN")
+        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+        if region:
+            options["region"] = region
+        return uri.split("://", 1)[1].rstrip("/"), pyarrow.fs.S3FileSystem(**options)
+    from deeplab_core.io import filesystem
+
+    fs, path = filesystem(uri)
+    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))

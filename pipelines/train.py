@@ -1,0 +1,355 @@
+"""Train DeepLab on Ray Train (DDP), with Ray Data ingest, checkpoints to any URI, and resume.
+
+    python -m pipelines.train --data URI [--val-data URI] --output URI [options]
+    ray job submit --working-dir . -- python -m pipelines.train --data s3://bucket/voc --output s3://bucket/runs/a
+
+The paper's recipe is the default (SGD momentum 0.9, poly LR power 0.9, 10x LR on the head, weight decay 5e-4 for
+v2 / 1e-4 for v3, crop 321 / 513, random scale 0.5-2.0, cross-entropy ignoring 255); every value can be changed by
+a flag or a YAML ``--config`` whose keys are the flag names. Flags given on the command line win over the YAML.
+
+``--output`` is Ray Train's storage: checkpoints go to ``<output>/train/checkpoint_*/checkpoint.pt``; at the end the
+best one (by validation mIoU, else the last) is exported as ``<output>/best_model.pt``, an inference checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from deeplab_core.checkpoint import BEST_MODEL_FILE, CHECKPOINT_FILE, model_config, save_checkpoint
+from deeplab_core.data import VOCSegmentation, read_class_names, read_sample
+from deeplab_core.inference import normalize, predict_logits
+from deeplab_core.io import exists, join_uri, write_bytes
+from deeplab_core.metrics import ConfusionMatrix
+from deeplab_core.models import build_model
+from deeplab_core.training import (
+    RECIPES, build_optimizer, freeze_batchnorm, poly_lr_scheduler, segmentation_loss,
+)
+
+RUN_NAME = "train"
+WORKER_REPORTS = "workers"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The training loop: runs on every Ray Train worker.
+# ----------------------------------------------------------------------------------------------------------------
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+
+    pretrained = config["pretrained_backbone"]
+    model = build_model(config["arch"], config["backbone"], config["output_stride"], config["num_classes"],
+                        pretrained_backbone=True if pretrained == "cache" else (pretrained or False))
+    if config["freeze_bn"]:
+        freeze_batchnorm(model)
+    elif config["sync_bn"] and world_size > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = ray.train.torch.prepare_model(model)
+    optimizer = build_optimizer(model, config["lr"], config["weight_decay"], config["momentum"],
+                                config["head_lr_multiplier"])
+    scheduler = poly_lr_scheduler(optimizer, config["iterations"], config["lr_power"])
+    amp_dtype = _amp_dtype(config["amp"], device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    iteration, best_miou = 0, -1.0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        _unwrap(model).load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        scheduler.load_state_dict(state["scheduler_state"])
+        scaler.load_state_dict(state["scaler_state"])
+        iteration, best_miou = state["iteration"], state.get("best_miou", -1.0)
+        if rank == 0:
+            print(f"[train] resumed from iteration {iteration} (checkpoint {checkpoint.path})", flush=True)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val") if config["has_val"] else None
+    seen = []  # the unique seeds of the rows this worker trained on: evidence that workers get different shards
+    started, started_iteration = time.monotonic(), iteration
+    loss_sum, loss_count = 0.0, 0
+    batches = train_shard.iter_torch_batches(batch_size=config["batch_size"], device=device, drop_last=True)
+    model.train()
+    for micro_step, batch in enumerate(batches):
+        if iteration >= config["iterations"]:
+            break
+        seen.extend(batch["seed"].tolist()[: max(0, 2000 - len(seen))])
+        images = normalize(batch["image"]).to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = segmentation_loss(model(images), batch["mask"])
+        scaler.scale(loss / config["accumulation"]).backward()
+        loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
+        if (micro_step + 1) % config["accumulation"]:
+            continue
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        iteration += 1
+
+        elapsed = time.monotonic() - started
+        images_per_second = ((iteration - started_iteration) * config["batch_size"] * config["accumulation"]
+                             * world_size / max(elapsed, 1e-9))
+        if rank == 0 and (iteration % config["log_every"] == 0 or iteration == config["iterations"]):
+            eta = (config["iterations"] - iteration) * elapsed / max(iteration - started_iteration, 1)
+            print(f"[train] iter {iteration}/{config['iterations']} loss {loss_sum / loss_count:.4f} "
+                  f"lr {optimizer.param_groups[0]['lr']:.3g} {images_per_second:.1f} img/s "
+                  f"eta {time.strftime('%H:%M:%S', time.gmtime(eta))}", flush=True)
+
+        if iteration % config["val_every"] == 0 or iteration == config["iterations"]:
+            metrics = {"iteration": iteration, "loss": loss_sum / loss_count, "lr": optimizer.param_groups[0]["lr"],
+                       "images_per_second": images_per_second}
+            loss_sum, loss_count = 0.0, 0
+            if val_shard is not None:
+                matrix = evaluate_shard(model, val_shard, config["num_classes"], device)
+                metrics["val_miou"] = matrix.miou()
+                metrics["val_pixel_accuracy"] = matrix.pixel_accuracy()
+                best_miou = max(best_miou, metrics["val_miou"])
+                if rank == 0:
+                    print(f"[train] iter {iteration} validation mIoU {metrics['val_miou']:.4f} "
+                          f"pixel accuracy {metrics['val_pixel_accuracy']:.4f}", flush=True)
+                model.train()
+            _report(metrics, model, optimizer, scheduler, scaler, iteration, best_miou, config, rank)
+
+    _write_worker_report(config["output"], rank, world_size, seen, model, iteration)
+
+
+def evaluate_shard(model: torch.nn.Module, shard, num_classes: int, device: torch.device) -> ConfusionMatrix:
+    """Confusion matrix of this worker's validation shard, summed over all workers (all-reduce)."""
+    import torch.distributed as dist
+
+    net = _unwrap(model).eval()
+    matrix = ConfusionMatrix(num_classes)
+    with torch.no_grad():
+        for batch in shard.iter_batches(batch_size=1, batch_format="numpy"):
+            image, mask = batch["image"][0], batch["mask"][0]
+            logits = predict_logits(net, normalize(image).unsqueeze(0).to(device))
+            matrix.update(logits.argmax(1)[0].cpu().numpy(), mask)
+    counts = torch.from_numpy(matrix.counts).to(device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(counts)
+    return ConfusionMatrix(num_classes, counts.cpu().numpy())
+
+
+def _report(metrics: dict, model, optimizer, scheduler, scaler, iteration: int, best_miou: float, config: dict,
+            rank: int) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = None
+        if rank == 0:  # DDP keeps the weights identical on every worker: one copy is enough
+            save_checkpoint(str(Path(folder) / CHECKPOINT_FILE), model, config["model_config"],
+                            optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(),
+                            scaler_state=scaler.state_dict(), iteration=iteration, best_miou=best_miou,
+                            metrics=metrics)
+            checkpoint = ray.train.Checkpoint.from_directory(folder)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _write_worker_report(output: str, rank: int, world_size: int, seen: list[int], model, iteration: int) -> None:
+    checksum = sum(float(p.detach().double().sum()) for p in _unwrap(model).parameters())
+    report = {"rank": rank, "world_size": world_size, "iteration": iteration, "samples_seen": seen,
+              "parameter_checksum": checksum}
+    write_bytes(join_uri(output, WORKER_REPORTS, f"rank_{rank}.json"), json.dumps(report).encode())
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    if not amp:
+        return None
+    if device.type != "cuda":
+        print("[train] --amp only applies on GPUs; training in float32 on the CPU", flush=True)
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The driver: parse options, check the data, build the datasets and the trainer, export the best model.
+# ----------------------------------------------------------------------------------------------------------------
+
+DEFAULTS = {
+    "val_data": None, "arch": "deeplabv2", "backbone": "resnet101", "output_stride": 8, "num_classes": None,
+    "crop_size": None, "batch_size": 10, "iterations": 20000, "lr": None, "momentum": 0.9, "weight_decay": None,
+    "lr_power": 0.9, "head_lr_multiplier": 10.0, "min_scale": 0.5, "max_scale": 2.0, "accumulation": 1,
+    "workers": 1, "cpus_per_worker": 1.0, "use_gpu": False, "amp": False, "sync_bn": False, "freeze_bn": False,
+    "pretrained_backbone": None, "resume": False, "val_every": 1000, "log_every": 20, "keep_checkpoints": 3,
+    "max_failures": 0, "seed": 0, "train_split": "train", "val_split": "val",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     argument_default=argparse.SUPPRESS)
+    parser.add_argument("--data", help="VOC-layout training dataset root (local path, s3://, any fsspec URI)")
+    parser.add_argument("--val-data", help="VOC-layout validation root (its val split); validation is skipped without")
+    parser.add_argument("--output", help="run folder: checkpoints and the exported best_model.pt")
+    parser.add_argument("--config", help="YAML file of options (keys are flag names); flags override it")
+    parser.add_argument("--arch", choices=("deeplabv2", "deeplabv3"), help="default deeplabv2")
+    parser.add_argument("--backbone", choices=("resnet50", "resnet101"), help="default resnet101")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16), help="default 8")
+    parser.add_argument("--num-classes", type=int, help="default: the dataset's classes.txt, else 21")
+    parser.add_argument("--crop-size", type=int, help="default 321 (v2) / 513 (v3)")
+    parser.add_argument("--batch-size", type=int, help="images per worker per step (default 10)")
+    parser.add_argument("--accumulation", type=int, help="micro-batches per optimizer step, for small GPUs (default 1)")
+    parser.add_argument("--iterations", type=int, help="optimizer steps (default 20000)")
+    parser.add_argument("--lr", type=float, help="base LR (default 2.5e-4 v2 / 7e-3 v3); the head gets 10x")
+    parser.add_argument("--momentum", type=float, help="default 0.9")
+    parser.add_argument("--weight-decay", type=float, help="default 5e-4 (v2) / 1e-4 (v3)")
+    parser.add_argument("--lr-power", type=float, help="poly LR power (default 0.9)")
+    parser.add_argument("--head-lr-multiplier", type=float, help="default 10")
+    parser.add_argument("--min-scale", type=float, help="random scale lower bound (default 0.5)")
+    parser.add_argument("--max-scale", type=float, help="random scale upper bound (default 2.0)")
+    parser.add_argument("--workers", type=int, help="Ray Train workers (DDP processes; default 1)")
+    parser.add_argument("--cpus-per-worker", type=float, help="CPUs reserved per worker (default 1)")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker, NCCL")
+    parser.add_argument("--amp", action="store_true", help="bf16 (or fp16) autocast on GPUs")
+    parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across workers")
+    parser.add_argument("--freeze-bn", action="store_true", help="freeze BatchNorm statistics and affine (the paper)")
+    parser.add_argument("--pretrained-backbone", help="ImageNet ResNet weights: a local .pth path, or 'cache' for the "
+                                                      "torch hub cache; never downloaded")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output from its latest checkpoint")
+    parser.add_argument("--val-every", type=int, help="validate and checkpoint every N iterations (default 1000)")
+    parser.add_argument("--log-every", type=int, help="progress line every N iterations (default 20)")
+    parser.add_argument("--keep-checkpoints", type=int, help="best checkpoints kept (default 3)")
+    parser.add_argument("--max-failures", type=int, help="restarts after a worker dies (default 0; -1: no limit)")
+    parser.add_argument("--seed", type=int, help="data order and augmentation seed (default 0)")
+    args = parser.parse_args(argv)
+
+    options = dict(DEFAULTS)
+    if getattr(args, "config", None):
+        options.update(load_yaml_options(args.config))
+    options.update({key: value for key, value in vars(args).items() if key != "config"})
+    for required in ("data", "output"):
+        if not options.get(required):
+            parser.error(f"--{required} is required (on the command line or in --config)")
+    recipe = RECIPES[options["arch"]]
+    for key in ("lr", "weight_decay", "crop_size"):
+        if options[key] is None:
+            options[key] = getattr(recipe, key)
+    return argparse.Namespace(**options)
+
+
+def load_yaml_options(path: str) -> dict:
+    from deeplab_core.io import read_text
+
+    loaded = yaml.safe_load(read_text(path)) or {}
+    if not isinstance(loaded, dict):
+        raise SystemExit(f"error: {path} must hold a mapping of option names to values")
+    options = {key.replace("-", "_"): value for key, value in loaded.items()}
+    unknown = sorted(set(options) - set(DEFAULTS) - {"data", "output"})
+    if unknown:
+        raise SystemExit(f"error: {path} has unknown options {unknown}; known: {sorted(DEFAULTS)}")
+    return options
+
+
+def check_dataset(root: str, split: str, num_classes: int) -> VOCSegmentation:
+    """Cheap checks before any worker starts: every listed file exists, and a few samples decode and fit."""
+    dataset = VOCSegmentation(root, split, num_classes=num_classes)
+    for sample_id in dataset.ids[:2]:
+        read_sample(root, sample_id, num_classes)
+    return dataset
+
+
+def main(argv: list[str] | None = None) -> int:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.runtime import init_ray, pyarrow_storage
+    from pipelines.voc_ingest import eval_dataset, training_dataset
+
+    args = parse_args(argv)
+    if args.sync_bn and not args.use_gpu:
+        print("error: --sync-bn needs --use-gpu (PyTorch's SyncBatchNorm runs on GPUs only); on CPUs raise "
+              "--batch-size or use --freeze-bn with pretrained weights", file=sys.stderr)
+        return 2
+    class_names = read_class_names(args.data)
+    num_classes = args.num_classes or (len(class_names) if class_names else 21)
+    if class_names and len(class_names) != num_classes:
+        class_names = None
+    try:
+        train_set = check_dataset(args.data, args.train_split, num_classes)
+        val_set = check_dataset(args.val_data, args.val_split, num_classes) if args.val_data else None
+    except (ValueError, FileNotFoundError, PermissionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    run_exists = exists(join_uri(args.output, RUN_NAME))
+    if run_exists and not args.resume:
+        print(f"error: {args.output} already holds a training run; pass --resume to continue it, or choose a new "
+              "--output", file=sys.stderr)
+        return 2
+
+    init_ray()
+    global_batch = args.batch_size * args.accumulation * args.workers
+    datasets = {"train": training_dataset(args.data, train_set.ids, args.iterations * global_batch, args.crop_size,
+                                          args.min_scale, args.max_scale, num_classes, args.seed)}
+    if val_set is not None:
+        datasets["val"] = eval_dataset(args.val_data, val_set.ids, num_classes)
+
+    model = build_model(args.arch, args.backbone, args.output_stride, num_classes)
+    config = {**vars(args), "num_classes": num_classes, "has_val": val_set is not None,
+              "model_config": model_config(model, class_names), "val_every": min(args.val_every, args.iterations)}
+    del model
+    storage_path, storage_filesystem = pyarrow_storage(args.output)
+    scoring = {"checkpoint_score_attribute": "val_miou", "checkpoint_score_order": "max"} if val_set else {}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=args.workers, use_gpu=args.use_gpu,
+                                               resources_per_worker={"CPU": args.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=RUN_NAME, storage_path=storage_path, storage_filesystem=storage_filesystem,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=args.keep_checkpoints, **scoring),
+            failure_config=ray.train.FailureConfig(max_failures=args.max_failures)),
+        datasets=datasets,
+    )
+    print(f"[train] {args.arch}/{args.backbone} stride {args.output_stride}, {num_classes} classes, "
+          f"{len(train_set)} training images, {args.workers} worker(s) x {args.batch_size} images, "
+          f"{args.iterations} iterations -> {args.output}", flush=True)
+    result = trainer.fit()
+
+    best = export_best_model(result, args.output, bool(val_set))
+    print(f"[train] done: best model ({best}) exported to {join_uri(args.output, BEST_MODEL_FILE)}", flush=True)
+    return 0
+
+
+def export_best_model(result, output: str, by_miou: bool) -> str:
+    """Write the best checkpoint's model (without optimizer state) to ``<output>/best_model.pt``."""
+    candidates = result.best_checkpoints or ([(result.checkpoint, result.metrics)] if result.checkpoint else [])
+    if not candidates:
+        raise RuntimeError(f"training under {output} reported no checkpoint")
+    if by_miou:
+        checkpoint, metrics = max(candidates, key=lambda pair: pair[1].get("val_miou", -math.inf))
+    else:
+        checkpoint, metrics = max(candidates, key=lambda pair: pair[1].get("iteration", -1))
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    model = build_model(**{k: state["config"][k] for k in ("arch", "backbone", "output_stride", "num_classes")})
+    model.load_state_dict(state["model_state"])
+    save_checkpoint(join_uri(output, BEST_MODEL_FILE), model, state["config"], iteration=state["iteration"],
+                    metrics=state["metrics"])
+    described = f"iteration {metrics.get('iteration')}"
+    if "val_miou" in metrics:
+        described += f", validation mIoU {metrics['val_miou']:.4f}"
+    return described
+
+
+if __name__ == "__main__":
+    sys.exit(main())
