@@ -1,0 +1,146 @@
+"""Evaluate a DeepLab checkpoint on a labelled VOC-layout dataset with Ray Data: mIoU with and without CRF.
+
+    python -m pipelines.evaluate --data URI --checkpoint URI --output URI [--crf] [--scales ...] [--flip]
+
+The same stages as ``pipelines.segment`` (decode -> model actors -> CRF tasks); with ``--crf`` the CRF stage scores
+both the plain argmax and the CRF labels from the same low-resolution logits, so one model pass gives both numbers.
+Every task returns confusion matrices, which are summed. Writes ``report.json`` and ``confusion_matrix.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from deeplab_core.checkpoint import CheckpointError, load_checkpoint
+from deeplab_core.data import DatasetError, image_uri, mask_uri, read_split
+from deeplab_core.inference import resize_labels
+from deeplab_core.io import join_uri, write_bytes
+from deeplab_core.metrics import ConfusionMatrix
+from pipelines.segment import add_model_options, model_stage_resources
+
+REPORT_FILE, MATRIX_FILE = "report.json", "confusion_matrix.png"
+
+
+class Scorer:
+    """CPU task: confusion matrices (flattened) of each row's labels against its ground truth."""
+
+    def __init__(self, num_classes: int, with_crf: bool) -> None:
+        self.num_classes, self.with_crf = num_classes, with_crf
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        plain, refined = ConfusionMatrix(self.num_classes), ConfusionMatrix(self.num_classes)
+        errors = []
+        for row in range(len(batch["uri"])):
+            if batch["error"][row]:
+                errors.append(str(batch["error"][row]))
+                continue
+            label = batch["label"][row]
+            plain.update(resize_labels(batch["labels_plain"][row], label.shape), label)
+            if self.with_crf:
+                refined.update(resize_labels(batch["labels"][row], label.shape), label)
+        return {"plain": [plain.counts.ravel()], "crf": [refined.counts.ravel()], "errors": [json.dumps(errors)]}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", required=True, help="VOC-layout dataset root")
+    parser.add_argument("--split", default="val", help="which ImageSets/Segmentation/<split>.txt to evaluate")
+    parser.add_argument("--output", required=True, help="where report.json and confusion_matrix.png go")
+    parser.add_argument("--crf", action="store_true", help="also score the dense-CRF labels")
+    add_model_options(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        checkpoint = load_checkpoint(args.checkpoint)
+        ids = read_split(args.data, args.split)
+    except (CheckpointError, DatasetError, PermissionError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    config = checkpoint.config
+    num_classes = config["num_classes"]
+    print(f"[evaluate] {len(ids)} images of {args.data} ({args.split}) with model {checkpoint.digest}", flush=True)
+
+    plain, refined, failures = run_pipeline(args, ids, checkpoint)
+
+    report = {
+        "data": args.data, "split": args.split, "model": checkpoint.digest, "checkpoint": checkpoint.uri,
+        "scales": list(args.scales), "flip": args.flip, "images": len(ids), "failed": failures,
+        "without_crf": plain.summary(config["class_names"]),
+    }
+    if args.crf:
+        report["with_crf"] = refined.summary(config["class_names"])
+    write_bytes(join_uri(args.output, REPORT_FILE), json.dumps(report, indent=2).encode())
+    write_bytes(join_uri(args.output, MATRIX_FILE), render_confusion_matrix(refined if args.crf else plain,
+                                                                             config["class_names"]))
+    line = f"[evaluate] mIoU without CRF {plain.miou():.4f} (pixel accuracy {plain.pixel_accuracy():.4f})"
+    if args.crf:
+        line += f"; with CRF {refined.miou():.4f} (pixel accuracy {refined.pixel_accuracy():.4f})"
+    print(f"{line}; {len(failures)} images failed; report in {join_uri(args.output, REPORT_FILE)}", flush=True)
+    return 0
+
+
+def run_pipeline(args: argparse.Namespace, ids: list[str], checkpoint) -> tuple[ConfusionMatrix, ConfusionMatrix, list]:
+    import ray.data
+
+    from pipelines.runtime import init_ray
+    from pipelines.stages import Predictor, ReadImages, Refiner
+
+    init_ray()
+    config = checkpoint.config
+    num_classes = config["num_classes"]
+    items = [{"uri": image_uri(args.data, i), "label_uri": mask_uri(args.data, i), "relative": i} for i in ids]
+    dataset = (
+        ray.data.from_items(items)
+        .map_batches(ReadImages(args.max_side, num_classes), batch_size=args.batch_size)
+        .map_batches(Predictor, fn_constructor_kwargs={"checkpoint": checkpoint.uri, "scales": args.scales,
+                                                       "flip": args.flip},
+                     batch_size=args.batch_size, **model_stage_resources(args))
+        .map_batches(Refiner(config["output_stride"], crf=args.crf, plain_too=True,
+                             crf_params={"iterations": args.crf_iterations}), batch_size=1, num_cpus=args.crf_cpus)
+        .map_batches(Scorer(num_classes, args.crf), batch_size=16)
+    )
+    plain, refined, failures = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes), []
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for counts in batch["plain"]:
+            plain = plain + ConfusionMatrix(num_classes, np.asarray(counts).reshape(num_classes, num_classes))
+        for counts in batch["crf"]:
+            refined = refined + ConfusionMatrix(num_classes, np.asarray(counts).reshape(num_classes, num_classes))
+        for errors in batch["errors"]:
+            failures.extend(json.loads(str(errors)))
+    return plain, refined, failures
+
+
+def render_confusion_matrix(matrix: ConfusionMatrix, class_names: list[str]) -> bytes:
+    """A PNG heat map of the row-normalised confusion matrix (rows: labels, columns: predictions)."""
+    counts = matrix.counts.astype(np.float64)
+    rows = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    cell, margin = max(12, 480 // matrix.num_classes), 110
+    side = margin + cell * matrix.num_classes
+    picture = Image.new("RGB", (side + 10, side + 10), "white")
+    draw = ImageDraw.Draw(picture)
+    for i in range(matrix.num_classes):
+        for j in range(matrix.num_classes):
+            shade = int(255 * (1 - rows[i, j]))
+            box = [margin + j * cell, margin + i * cell, margin + (j + 1) * cell - 1, margin + (i + 1) * cell - 1]
+            draw.rectangle(box, fill=(shade, shade, 255))
+        name = class_names[i][:14]
+        draw.text((4, margin + i * cell + cell // 2 - 5), name, fill="black")
+        draw.text((margin + i * cell + 2, 4 + (i % 6) * 16), name[:8], fill="black")
+    draw.text((4, margin - 14), "label \\ prediction", fill="black")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

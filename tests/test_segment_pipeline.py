@@ -1,0 +1,165 @@
+"""pipelines.segment and pipelines.evaluate on a real local Ray cluster against the real S3 server."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+from PIL import Image
+
+from deeplab_core.checkpoint import load_model
+from deeplab_core.inference import segment_image
+from deeplab_core.io import decode_image, encode_jpeg, encode_png, read_bytes, write_bytes
+from deeplab_core.synthetic import make_sample
+from pipelines import evaluate, segment
+from pipelines.manifest import read_manifest
+from tests.conftest import NUM_CLASSES
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_inputs(root: str, count: int = 5, seed: int = 0) -> dict[str, str]:
+    """Good images of distinct sizes plus every kind of bad or unusual file; returns name -> expected status."""
+    rng = np.random.default_rng(seed)
+    expected = {}
+    for index in range(count):
+        image, _ = make_sample(rng, size=56 + 9 * index, num_classes=NUM_CLASSES)
+        write_bytes(f"{root}/good/img_{index}.jpg", encode_jpeg(image))
+        expected[f"good/img_{index}.jpg"] = "ok"
+    image, _ = make_sample(rng, size=60, num_classes=NUM_CLASSES)
+    write_bytes(f"{root}/odd/gray.png", _png(Image.fromarray(image[..., 0])))
+    write_bytes(f"{root}/odd/rgba.png", _png(Image.fromarray(np.dstack([image, np.full(image.shape[:2], 200,
+                                                                                      np.uint8)]))))
+    write_bytes(f"{root}/odd/deep16.png", _png(Image.fromarray(image[..., 1].astype(np.uint16) * 257)))
+    write_bytes(f"{root}/bad/truncated.jpg", encode_jpeg(image)[:300])
+    write_bytes(f"{root}/bad/zero.jpg", b"")
+    write_bytes(f"{root}/bad/notes.png", b"this is not an image\n")
+    expected.update({"odd/gray.png": "ok", "odd/rgba.png": "ok", "odd/deep16.png": "ok",
+                     "bad/truncated.jpg": "error", "bad/zero.jpg": "error", "bad/notes.png": "error"})
+    return expected
+
+
+def _rows(output: str) -> dict[str, dict]:
+    table = read_manifest(output).to_pylist()
+    uris = [row["uri"] for row in table]
+    assert len(uris) == len(set(uris)), "an input appears more than once in the manifest"
+    return {row["uri"]: row for row in table}
+
+
+def test_bucket_segmentation_is_complete_correct_and_idempotent(trained_run, s3):
+    inputs, output = f"s3://{s3.bucket}/photos", f"s3://{s3.bucket}/segmented"
+    expected = _write_inputs(inputs)
+    assert segment.main(["--input", inputs, "--output", output, "--checkpoint", trained_run, "--overlay",
+                         "--batch-size", "4"]) == 0
+
+    rows = _rows(output)
+    assert set(rows) == {f"{inputs}/{name}" for name in expected}
+    model, checkpoint = load_model(trained_run)
+    for name, status in expected.items():
+        row = rows[f"{inputs}/{name}"]
+        assert row["status"] == status, row
+        assert row["model"] == checkpoint.digest and row["crf"] is True
+        if status == "error":
+            assert f"{inputs}/{name}" in row["error"] and row["mask_uri"] is None
+            continue
+        assert row["error"] is None
+        image = decode_image(read_bytes(f"{inputs}/{name}"))
+        mask = np.asarray(Image.open(io.BytesIO(read_bytes(row["mask_uri"]))))
+        assert row["mask_uri"] == f"{output}/masks/{name.rsplit('.', 1)[0]}.png"
+        assert mask.shape == image.shape[:2] == (row["height"], row["width"])
+        assert np.array_equal(mask, segment_image(model, image, crf=True)), name
+        assert sum(row["class_pixels"]) == mask.size and len(row["class_pixels"]) == NUM_CLASSES
+        assert read_bytes(f"{output}/overlays/{name.rsplit('.', 1)[0]}.png")[:4] == b"\x89PNG"
+
+    client = boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
+                          aws_secret_access_key=s3.secret_key, region_name="us-east-1")
+
+    def mask_times():
+        listing = client.list_objects_v2(Bucket=s3.bucket, Prefix="segmented/masks/")["Contents"]
+        return {o["Key"]: (o["LastModified"], o["ETag"]) for o in listing}
+
+    before = mask_times()
+    time.sleep(1.1)  # LastModified has one-second resolution
+    assert segment.main(["--input", inputs, "--output", output, "--checkpoint", trained_run]) == 0
+    assert mask_times() == before  # nothing segmented twice
+    again = _rows(output)
+    assert {uri: row["status"] for uri, row in again.items()} == {uri: row["status"] for uri, row in rows.items()}
+
+
+def test_interrupted_local_run_is_finished_by_a_rerun(trained_run, tmp_path):
+    inputs, output = str(tmp_path / "in"), str(tmp_path / "out")
+    rng = np.random.default_rng(5)
+    for index in range(16):
+        image, _ = make_sample(rng, size=64, num_classes=NUM_CLASSES)
+        write_bytes(f"{inputs}/batch_{index // 8}/img_{index:02d}.jpg", encode_jpeg(image))
+    command = [sys.executable, "-m", "pipelines.segment", "--input", inputs, "--output", output,
+               "--checkpoint", trained_run, "--rows-per-block", "2", "--batch-size", "2"]
+    log = tmp_path / "first.log"
+    with log.open("w") as sink:
+        first = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while not list(Path(output).glob("manifest/run-*/*.parquet")):
+            assert first.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        first.kill()
+        first.wait()
+    partial = read_manifest(output).num_rows
+    assert 0 < partial < 16, partial
+
+    assert segment.main(["--input", inputs, "--output", output, "--checkpoint", trained_run]) == 0
+    rows = _rows(output)
+    assert len(rows) == 16 and all(row["status"] == "ok" for row in rows.values())
+    assert len(list(Path(output).glob("masks/batch_*/img_*.png"))) == 16
+    assert len(list(Path(output).glob("manifest/*.parquet"))) == 1
+
+
+def test_wrong_secret_is_a_clear_error_not_a_hang(trained_run, s3, tmp_path, monkeypatch, capsys):
+    local_model = tmp_path / "model.pt"
+    local_model.write_bytes(read_bytes(f"{trained_run}/best_model.pt"))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    started = time.monotonic()
+    assert segment.main(["--input", f"s3://{s3.bucket}/photos", "--output", str(tmp_path / "out"),
+                         "--checkpoint", str(local_model)]) == 2
+    error = capsys.readouterr().err
+    assert "access denied" in error and "AWS_SECRET_ACCESS_KEY" in error, error
+    assert time.monotonic() - started < 60
+
+
+def test_evaluate_reports_miou_with_and_without_crf_from_one_pass(trained_run, s3_dataset, tmp_path):
+    output = str(tmp_path / "evaluation")
+    assert evaluate.main(["--data", s3_dataset, "--checkpoint", trained_run, "--output", output, "--crf"]) == 0
+    report = json.loads(Path(output, "report.json").read_text())
+    assert report["images"] == 12 and report["failed"] == []
+    without, with_crf = report["without_crf"], report["with_crf"]
+    assert with_crf["miou"] >= without["miou"], (without["miou"], with_crf["miou"])
+    assert without["pixels"] == with_crf["pixels"] == 12 * 64 * 64
+    assert set(without["per_class_iou"]) == {"background", "class_1", "class_2"}
+    assert Image.open(Path(output, "confusion_matrix.png")).size[0] > 100
+
+
+def test_ray_job_submit_segments_a_bucket(trained_run, s3):
+    inputs, output = f"s3://{s3.bucket}/submitted-in", f"s3://{s3.bucket}/submitted-out"
+    expected = _write_inputs(inputs, count=2, seed=9)
+    runtime_env = json.dumps({"env_vars": {k: v for k, v in os.environ.items() if k.startswith("AWS_")}})
+    result = subprocess.run(
+        ["ray", "job", "submit", "--working-dir", ".", "--runtime-env-json", runtime_env, "--",
+         "python", "-m", "pipelines.segment", "--input", inputs, "--output", output, "--checkpoint", trained_run,
+         "--no-crf"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "succeeded" in result.stdout, result.stdout[-3000:] + result.stderr[-2000:]
+    rows = _rows(output)
+    assert len(rows) == len(expected)
+    assert sum(row["status"] == "ok" for row in rows.values()) == list(expected.values()).count("ok")
+    assert all(row["crf"] is False for row in rows.values())
