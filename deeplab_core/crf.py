@@ -24,27 +24,62 @@ class CRFParams:
 
 
 PAPER_PARAMS = CRFParams()
-_MIN_PROBABILITY = 1e-8
+# pydensecrf.utils.unary_from_softmax clips probabilities here; the exact path reproduces it bit for bit.
+_MIN_PROBABILITY = 1e-5
+# Label pruning keeps every label whose probability exceeds this somewhere in the image (and every label that is the
+# argmax somewhere). Chosen with benchmarks/crf.py: see the README's CRF section for the measured trade-off.
+DEFAULT_PRUNE_EPSILON = 1e-3
 
 
 def dense_crf(image: np.ndarray, probs: np.ndarray, *, is_logits: bool = False, return_probs: bool = False,
+              prune_epsilon: float | None = DEFAULT_PRUNE_EPSILON,
               **params) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Refine class probabilities with a dense CRF; returns the H x W label map (int64).
 
     ``image``: uint8 H x W x 3 RGB. ``probs``: float C x h x w class probabilities (or logits with
     ``is_logits=True``); when h x w is smaller than H x W it is bilinearly resized to H x W first (logits
     before the softmax). Keyword arguments override ``CRFParams`` (the paper's values). With
-    ``return_probs`` also returns the refined C x H x W float32 marginals.
+    ``return_probs`` also returns the refined C x H x W float32 marginals (0 for pruned labels).
+
+    Label pruning: mean-field cost grows linearly with the number of labels, and an image usually holds a few of
+    them. Labels whose probability never exceeds ``prune_epsilon`` and that are nowhere the argmax are dropped, the
+    rest renormalised, and the CRF runs over those only. ``prune_epsilon=None`` runs the exact CRF over all labels,
+    identical to calling pydensecrf with ``unary_from_softmax``.
     """
     settings = CRFParams(**params)
     _check_inputs(image, probs, settings)
     height, width = image.shape[:2]
-    unary = _unary(probs, (height, width), is_logits)
-    marginals = _mean_field(image, unary, settings)
+    full = _full_size_probabilities(probs, (height, width), is_logits)
+    kept = select_labels(full, prune_epsilon)
+    if kept is not None:
+        full = full[kept]
+        full /= full.sum(0, keepdims=True)
+    marginals = _mean_field(image, _unary(full), settings)
     labels = marginals.argmax(0)
+    if kept is not None:
+        labels = kept[labels]
+        if return_probs:
+            everything = np.zeros((probs.shape[0], height, width), dtype=np.float32)
+            everything[kept] = marginals
+            marginals = everything
     if return_probs:
         return labels, marginals
     return labels
+
+
+def select_labels(probs: np.ndarray, epsilon: float | None) -> np.ndarray | None:
+    """Label ids worth a CRF: probability above ``epsilon`` somewhere, or argmax somewhere. None: keep all."""
+    if epsilon is None or epsilon <= 0:
+        return None
+    peak = probs.reshape(probs.shape[0], -1).max(1)
+    wanted = peak > epsilon
+    wanted[np.unique(probs.argmax(0))] = True
+    if wanted.all():
+        return None
+    if wanted.sum() == 1:  # a CRF needs two labels; add the runner-up
+        peak_without = np.where(wanted, -1.0, peak)
+        wanted[int(peak_without.argmax())] = True
+    return np.flatnonzero(wanted)
 
 
 def _check_inputs(image: np.ndarray, probs: np.ndarray, settings: CRFParams) -> None:
@@ -66,16 +101,23 @@ def _check_inputs(image: np.ndarray, probs: np.ndarray, settings: CRFParams) -> 
         raise ValueError(f"dense_crf: iterations must be >= 1, got {settings.iterations}")
 
 
-def _unary(probs: np.ndarray, size: tuple[int, int], is_logits: bool) -> np.ndarray:
-    """Negative log probabilities, float32 C x (H*W), C-contiguous as pydensecrf wants them."""
-    values = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32))
-    if values.shape[1:] != size:
-        values = F.interpolate(values[None], size=size, mode="bilinear", align_corners=False)[0]
-    if is_logits:
-        neg_log = -torch.log_softmax(values, dim=0)
-    else:
-        neg_log = -torch.log(values.clamp_(min=_MIN_PROBABILITY))
-    return neg_log.reshape(values.shape[0], -1).numpy()
+def _full_size_probabilities(probs: np.ndarray, size: tuple[int, int], is_logits: bool) -> np.ndarray:
+    """float32 C x H x W probabilities at the image's size (logits are resized, then soft-maxed)."""
+    values = np.asarray(probs, dtype=np.float32)
+    if values.shape[1:] != size or is_logits:
+        tensor = torch.from_numpy(np.ascontiguousarray(values))
+        if tensor.shape[1:] != size:
+            tensor = F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False)[0]
+        if is_logits:
+            tensor = torch.softmax(tensor, dim=0)
+        values = tensor.numpy()
+    return values
+
+
+def _unary(probs: np.ndarray) -> np.ndarray:
+    """Negative log probabilities, float32 C x (H*W), exactly as ``pydensecrf.utils.unary_from_softmax``."""
+    clipped = np.clip(probs, _MIN_PROBABILITY, 1.0)
+    return np.ascontiguousarray(-np.log(clipped).reshape(probs.shape[0], -1), dtype=np.float32)
 
 
 def _mean_field(image: np.ndarray, unary: np.ndarray, settings: CRFParams) -> np.ndarray:

@@ -109,3 +109,21 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def simulated_logits(mask: np.ndarray, num_classes: int, rng: np.random.Generator, stride: int = 8,
+                     sharpness: float = 6.0, noise: float = 1.0) -> np.ndarray:
+    """Model-like low-resolution logits for a mask: C x ceil(H/stride) x ceil(W/stride) float32.
+
+    The one-hot mask is averaged over stride x stride cells (a DeepLab output's blurry boundaries), scaled by
+    ``sharpness`` and given Gaussian ``noise`` on every class, so absent classes keep small non-zero probabilities
+    as a real model's do. For CRF tests and benchmarks that need many realistic score maps without a trained model.
+    """
+    import torch
+    from torch.nn import functional as F
+
+    height, width = mask.shape
+    one_hot = F.one_hot(torch.from_numpy(mask.astype(np.int64)), num_classes).permute(2, 0, 1).float()
+    one_hot = F.pad(one_hot, (0, -width % stride, 0, -height % stride))
+    cells = F.avg_pool2d(one_hot[None], stride)[0].numpy()
+    return (sharpness * cells + rng.normal(0.0, noise, cells.shape)).astype(np.float32)

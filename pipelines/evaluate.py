@@ -22,7 +22,7 @@ from deeplab_core.data import DatasetError, image_uri, mask_uri, read_split
 from deeplab_core.inference import resize_labels
 from deeplab_core.io import join_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
-from pipelines.segment import add_model_options, model_stage_resources
+from pipelines.segment import add_model_options, crf_params, model_stage_resources
 
 REPORT_FILE, MATRIX_FILE = "report.json", "confusion_matrix.png"
 
@@ -106,7 +106,7 @@ def run_pipeline(args: argparse.Namespace, ids: list[str], checkpoint) -> tuple[
                                                        "flip": args.flip},
                      batch_size=args.batch_size, **model_stage_resources(args))
         .map_batches(Refiner(config["output_stride"], crf=args.crf, plain_too=True,
-                             crf_params={"iterations": args.crf_iterations}), batch_size=1, num_cpus=args.crf_cpus)
+                             crf_params=crf_params(args)), batch_size=1, num_cpus=args.crf_cpus)
         .map_batches(Scorer(num_classes, args.crf), batch_size=16)
     )
     plain, refined, failures = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes), []

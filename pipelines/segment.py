@@ -19,7 +19,7 @@ import sys
 import time
 
 from deeplab_core.checkpoint import CheckpointError, load_checkpoint
-from deeplab_core.crf import CRFParams
+from deeplab_core.crf import DEFAULT_PRUNE_EPSILON, CRFParams
 from pipelines.inputs import InputError, list_inputs
 from pipelines.manifest import compact, completed_uris, run_folder
 
@@ -47,6 +47,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crf-cpus", type=float, default=1.0, help="CPUs per CRF task")
     parser.add_argument("--max-side", type=int, default=None, help="segment larger images at this longest side")
     parser.add_argument("--crf-iterations", type=int, default=CRFParams.iterations, help="mean-field iterations")
+    parser.add_argument("--crf-epsilon", type=float, default=DEFAULT_PRUNE_EPSILON,
+                        help="label pruning: the CRF runs over labels whose probability exceeds this somewhere")
+    parser.add_argument("--crf-exact", action="store_true", help="no label pruning: the exact CRF over all labels")
+
+
+def crf_params(args: argparse.Namespace) -> dict:
+    return {"iterations": args.crf_iterations, "prune_epsilon": None if args.crf_exact else args.crf_epsilon}
 
 
 def model_stage_resources(args: argparse.Namespace) -> dict:
@@ -124,7 +131,7 @@ def run_pipeline(args: argparse.Namespace, todo: list[dict], checkpoint) -> None
                                                        "flip": args.flip},
                      batch_size=args.batch_size, **model_stage_resources(args))
         .map_batches(Refiner(config["output_stride"], crf=not args.no_crf,
-                             crf_params={"iterations": args.crf_iterations}),
+                             crf_params=crf_params(args)),
                      batch_size=1, num_cpus=args.crf_cpus)
         .map_batches(ManifestWriter(args.output, config["num_classes"], checkpoint.digest, not args.no_crf,
                                     args.overlay), batch_size=16)

@@ -133,6 +133,12 @@ def evaluate_shard(model: torch.nn.Module, shard, num_classes: int, device: torc
     import torch.distributed as dist
 
     net = _unwrap(model).eval()
+    distributed = dist.is_available() and dist.is_initialized()
+    if distributed:
+        # DDP syncs BatchNorm statistics only at the start of a training forward, so each worker's have drifted
+        # by one batch; validate every shard with rank 0's, the ones the checkpoint saves.
+        for buffer in net.buffers():
+            dist.broadcast(buffer.data, src=0)
     matrix = ConfusionMatrix(num_classes)
     with torch.no_grad():
         for batch in shard.iter_batches(batch_size=1, batch_format="numpy"):
@@ -140,7 +146,7 @@ def evaluate_shard(model: torch.nn.Module, shard, num_classes: int, device: torc
             logits = predict_logits(net, normalize(image).unsqueeze(0).to(device))
             matrix.update(logits.argmax(1)[0].cpu().numpy(), mask)
     counts = torch.from_numpy(matrix.counts).to(device)
-    if dist.is_available() and dist.is_initialized():
+    if distributed:
         dist.all_reduce(counts)
     return ConfusionMatrix(num_classes, counts.cpu().numpy())
 

@@ -5,15 +5,13 @@ from torch.nn import functional as F
 
 from deeplab_core.crf import PAPER_PARAMS, dense_crf
 from deeplab_core.metrics import ConfusionMatrix
-from deeplab_core.synthetic import make_sample
+from deeplab_core.synthetic import make_sample, simulated_logits
 
 
-def _blurry_noisy_probs(mask: np.ndarray, num_classes: int, rng: np.random.Generator, stride: int = 8) -> np.ndarray:
-    """Mimic a DeepLab output: class scores at 1/stride resolution (blurred boundaries) with noise."""
-    one_hot = F.one_hot(torch.from_numpy(mask.astype(np.int64)), num_classes).permute(2, 0, 1).float()
-    low = F.avg_pool2d(one_hot[None], stride)[0]
-    logits = 4.0 * low + torch.from_numpy(rng.normal(0, 0.6, low.shape).astype(np.float32))
-    return torch.softmax(logits, 0).numpy()
+def _blurry_noisy_probs(mask: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """Mimic a DeepLab output: class scores at 1/8 resolution (blurred boundaries) with noise."""
+    logits = simulated_logits(mask, num_classes, rng, sharpness=4.0, noise=0.6)
+    return torch.softmax(torch.from_numpy(logits), 0).numpy()
 
 
 def test_paper_defaults():
@@ -73,3 +71,53 @@ def test_bad_shapes_and_dtypes_are_rejected(image, probs, message):
 def test_unknown_parameter_is_rejected():
     with pytest.raises(TypeError):
         dense_crf(np.zeros((8, 8, 3), np.uint8), np.full((2, 8, 8), 0.5, np.float32), theta=3)
+
+
+def _model_like_probs(rng: np.random.Generator, size: int, num_classes: int = 21):
+    """A 21-class image holding a few classes, and model-like probabilities at 1/8 resolution."""
+    image, mask = make_sample(rng, size=size, num_classes=num_classes)
+    return image, mask, torch.softmax(torch.from_numpy(simulated_logits(mask, num_classes, rng)), 0).numpy()
+
+
+def test_exact_mode_reproduces_pydensecrf_bit_for_bit():
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_softmax
+
+    rng = np.random.default_rng(3)
+    image, _, low = _model_like_probs(rng, 64)
+    probs = F.interpolate(torch.from_numpy(low)[None], size=(64, 64), mode="bilinear", align_corners=False)[0].numpy()
+    crf = dcrf.DenseCRF2D(64, 64, 21)
+    crf.setUnaryEnergy(unary_from_softmax(probs))
+    crf.addPairwiseGaussian(sxy=1, compat=3)
+    crf.addPairwiseBilateral(sxy=67, srgb=3, rgbim=np.ascontiguousarray(image), compat=4)
+    reference = np.array(crf.inference(10), dtype=np.float32).reshape(21, 64, 64)
+    labels, marginals = dense_crf(image, probs, prune_epsilon=None, return_probs=True)
+    assert np.array_equal(marginals, reference)
+    assert np.array_equal(labels, reference.argmax(0))
+
+
+def test_label_pruning_agrees_with_the_exact_crf_on_at_least_995_per_mille_of_pixels():
+    rng = np.random.default_rng(4)
+    agree = total = 0
+    for _ in range(4):
+        image, _, low = _model_like_probs(rng, 128)
+        exact = dense_crf(image, low, prune_epsilon=None)
+        pruned = dense_crf(image, low)  # the default epsilon
+        agree += int((exact == pruned).sum())
+        total += exact.size
+    assert agree / total >= 0.995, agree / total
+
+
+def test_select_labels_keeps_argmax_labels_and_a_runner_up():
+    from deeplab_core.crf import select_labels
+
+    probs = np.full((5, 4, 4), 0.01, np.float32)
+    probs[2] = 0.9
+    probs[4, 0, 0] = 0.2
+    assert select_labels(probs, None) is None
+    assert select_labels(probs, 0.001) is None  # every label above epsilon somewhere: nothing to prune
+    assert select_labels(probs, 0.1).tolist() == [2, 4]
+    assert select_labels(probs, 0.5).tolist() == [2, 4]  # only the argmax qualifies: the runner-up joins it
+    labels, marginals = dense_crf(np.zeros((4, 4, 3), np.uint8), probs / probs.sum(0), prune_epsilon=0.1,
+                                  return_probs=True)
+    assert set(np.unique(labels)) <= {2, 4} and np.all(marginals[[0, 1, 3]] == 0)
