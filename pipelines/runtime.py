@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from urllib.parse import urlparse
 
@@ -27,7 +28,12 @@ def init_ray() -> None:
 
     if ray.is_initialized():
         return
-    ray.init(runtime_env={"env_vars": s3_env_vars()}, log_to_driver=True)
+    # Inside `ray job submit`, the job's runtime env already applies to every process; Ray refuses a driver
+    # runtime env that sets the same variables again, so add only what the job lacks.
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
+    given = (job.get("runtime_env") or {}).get("env_vars") or {}
+    missing = {name: value for name, value in s3_env_vars().items() if name not in given}
+    ray.init(runtime_env={"env_vars": missing} if missing else None, log_to_driver=True)
 
 
 def pyarrow_storage(uri: str) -> tuple[str, pyarrow.fs.FileSystem | None]:

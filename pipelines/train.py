@@ -19,6 +19,7 @@ import math
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -46,6 +47,8 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    # A performance note from DDP about 1x1-convolution gradient layouts, printed by every worker: noise in the logs.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()

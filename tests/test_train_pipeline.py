@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,12 +107,9 @@ def test_bad_dataset_is_refused_before_training_with_the_file_named(ray_cluster,
     assert f"{victim}: mask missing" in capsys.readouterr().err
 
 
-def _train_worker_pids() -> list[int]:
-    pids = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        if "RayTrainWorker" in " ".join(process.info["cmdline"] or []):
-            pids.append(process.info["pid"])
-    return pids
+def _this_runs_worker_pids(log: Path) -> set[int]:
+    """The training workers of the run writing ``log``: Ray prefixes their output with their PID."""
+    return {int(pid) for pid in re.findall(r"RayTrainWorker pid=(\d+)", log.read_text())}
 
 
 def test_killed_worker_is_restarted_from_the_last_checkpoint(ray_cluster, local_dataset, tmp_path):
@@ -121,13 +119,16 @@ def test_killed_worker_is_restarted_from_the_last_checkpoint(ray_cluster, local_
     log = tmp_path / "train.log"
     with log.open("w") as sink:
         job = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        # Kill once the controller has registered a checkpoint (its snapshot lists it), not merely once a worker
+        # has written one: a checkpoint still being reported is not one a restart can resume from.
+        snapshot = output / "train" / "checkpoint_manager_snapshot.json"
         deadline = time.monotonic() + 240
-        while not list(output.glob("train/checkpoint_*/checkpoint.pt")):
+        while not (snapshot.exists() and '"checkpoint_dir_name"' in snapshot.read_text()):
             assert job.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
-        victims = _train_worker_pids()
-        assert victims, "found no RayTrainWorker process to kill"
-        os.kill(victims[-1], signal.SIGKILL)
+            time.sleep(0.2)
+        victims = [pid for pid in _this_runs_worker_pids(log) if psutil.pid_exists(pid)]
+        assert victims, "found no live training worker of this run to kill"
+        os.kill(max(victims), signal.SIGKILL)
         assert job.wait(timeout=400) == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert "resumed from iteration" in text, text[-3000:]
