@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from deeplab_core.inference import as_tensor, upsample_logits
+
 
 @dataclass(frozen=True)
 class CRFParams:
@@ -105,7 +107,7 @@ def _full_size_probabilities(probs: np.ndarray, size: tuple[int, int], is_logits
     """float32 C x H x W probabilities at the image's size (logits are resized, then soft-maxed)."""
     values = np.asarray(probs, dtype=np.float32)
     if values.shape[1:] != size or is_logits:
-        tensor = torch.from_numpy(np.ascontiguousarray(values))
+        tensor = as_tensor(values)
         if tensor.shape[1:] != size:
             tensor = F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False)[0]
         if is_logits:
@@ -128,8 +130,10 @@ def _mean_field(image: np.ndarray, unary: np.ndarray, settings: CRFParams) -> np
     crf = dcrf.DenseCRF2D(width, height, classes)
     crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
     crf.addPairwiseGaussian(sxy=settings.gaussian_xy_std, compat=settings.gaussian_weight)
-    crf.addPairwiseBilateral(sxy=settings.bilateral_xy_std, srgb=settings.bilateral_rgb_std,
-                             rgbim=np.ascontiguousarray(image), compat=settings.bilateral_weight)
+    # pydensecrf's typed memoryviews reject read-only buffers (Ray Data's zero-copy arrays are read-only).
+    rgb = np.require(image, dtype=np.uint8, requirements=["C_CONTIGUOUS", "WRITEABLE"])
+    crf.addPairwiseBilateral(sxy=settings.bilateral_xy_std, srgb=settings.bilateral_rgb_std, rgbim=rgb,
+                             compat=settings.bilateral_weight)
     marginals = np.asarray(crf.inference(settings.iterations), dtype=np.float32)
     return marginals.reshape(classes, height, width)
 
@@ -139,7 +143,5 @@ def refine_low_res(image: np.ndarray, low_res_logits: np.ndarray, stride: int, *
 
     The logits are upsampled with the grid's exact geometry (``upsample_logits``), not stretched to the image.
     """
-    from deeplab_core.inference import upsample_logits
-
-    logits = upsample_logits(torch.from_numpy(np.asarray(low_res_logits, dtype=np.float32)), image.shape[:2], stride)
+    logits = upsample_logits(as_tensor(low_res_logits, np.float32), image.shape[:2], stride)
     return dense_crf(image, logits.numpy(), is_logits=True, **params)

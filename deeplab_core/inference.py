@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
@@ -21,12 +22,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FUSIONS = ("max", "mean")
 
 
+def as_tensor(array: np.ndarray | torch.Tensor, dtype: np.dtype | None = None) -> torch.Tensor:
+    """A tensor sharing ``array``'s memory where it can; read-only arrays (PIL's, Ray Data's zero-copy ones) are
+    copied, since torch cannot wrap read-only memory."""
+    if isinstance(array, torch.Tensor):
+        return array
+    array = np.asarray(array, dtype=dtype)
+    return torch.from_numpy(np.require(array, requirements=["C_CONTIGUOUS", "WRITEABLE"]))
+
+
 def normalize(images: np.ndarray | torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
               std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """uint8 H x W x 3 (or N x H x W x 3) RGB -> float32 3 x H x W (or N x 3 x H x W), ImageNet-normalised."""
-    if isinstance(images, np.ndarray) and not images.flags.writeable:
-        images = images.copy()  # torch refuses to wrap read-only memory (PIL's arrays are read-only)
-    tensor = torch.as_tensor(images)
+    tensor = as_tensor(images)
     if tensor.dtype != torch.uint8 or tensor.shape[-1] != 3 or tensor.ndim not in (3, 4):
         raise ValueError(f"expected uint8 H x W x 3 or N x H x W x 3 images, got {tuple(tensor.shape)} {tensor.dtype}")
     tensor = tensor.movedim(-1, -3).float().div_(255.0)
@@ -161,8 +169,6 @@ TRANSPORT_DTYPE = np.float16
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a uint8 H x W x 3 image to ``size`` = (height, width)."""
-    from PIL import Image
-
     if image.shape[:2] == tuple(size):
         return image
     return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
@@ -170,8 +176,6 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of an H x W label map to ``size`` = (height, width)."""
-    from PIL import Image
-
     if labels.shape == tuple(size):
         return labels
     return np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((size[1], size[0]), Image.NEAREST))
@@ -189,7 +193,7 @@ def labels_from_low_res(image: np.ndarray, low_res: np.ndarray, stride: int, crf
     if crf:
         return refine_low_res(image, low_res, stride, **crf_params).astype(np.uint8)
     size = image.shape[:2]
-    logits = upsample_logits(torch.from_numpy(np.asarray(low_res, dtype=np.float32)), size, stride)
+    logits = upsample_logits(as_tensor(low_res, np.float32), size, stride)
     return logits.argmax(0).numpy().astype(np.uint8)
 
 

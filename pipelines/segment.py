@@ -133,11 +133,12 @@ def run_pipeline(args: argparse.Namespace, todo: list[dict], checkpoint) -> None
         .map_batches(Refiner(config["output_stride"], crf=not args.no_crf,
                              crf_params=crf_params(args)),
                      batch_size=1, num_cpus=args.crf_cpus)
+        # batch_size=None: one batch per block, so finished blocks reach the manifest without waiting for others
         .map_batches(ManifestWriter(args.output, config["num_classes"], checkpoint.digest, not args.no_crf,
-                                    args.overlay), batch_size=16)
+                                    args.overlay), batch_size=None)
     )
     path, filesystem = pyarrow_storage(run_folder(args.output))
-    dataset.write_parquet(path, filesystem=filesystem)
+    dataset.write_parquet(path, filesystem=filesystem, max_rows_per_file=args.rows_per_block)
 
 
 def _explain(error: Exception) -> str:

@@ -68,6 +68,15 @@ def test_bad_shapes_and_dtypes_are_rejected(image, probs, message):
         dense_crf(image, probs)
 
 
+def test_read_only_inputs_are_accepted():
+    rng = np.random.default_rng(5)
+    image, mask = make_sample(rng, size=32, num_classes=3)
+    probs = _blurry_noisy_probs(mask, 3, rng)
+    image.setflags(write=False)
+    probs.setflags(write=False)
+    assert dense_crf(image, probs).shape == (32, 32)
+
+
 def test_unknown_parameter_is_rejected():
     with pytest.raises(TypeError):
         dense_crf(np.zeros((8, 8, 3), np.uint8), np.full((2, 8, 8), 0.5, np.float32), theta=3)

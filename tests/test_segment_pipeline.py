@@ -102,9 +102,9 @@ def test_bucket_segmentation_is_complete_correct_and_idempotent(trained_run, s3)
 def test_interrupted_local_run_is_finished_by_a_rerun(trained_run, tmp_path):
     inputs, output = str(tmp_path / "in"), str(tmp_path / "out")
     rng = np.random.default_rng(5)
-    for index in range(16):
+    for index in range(32):
         image, _ = make_sample(rng, size=64, num_classes=NUM_CLASSES)
-        write_bytes(f"{inputs}/batch_{index // 8}/img_{index:02d}.jpg", encode_jpeg(image))
+        write_bytes(f"{inputs}/batch_{index // 16}/img_{index:02d}.jpg", encode_jpeg(image))
     command = [sys.executable, "-m", "pipelines.segment", "--input", inputs, "--output", output,
                "--checkpoint", trained_run, "--rows-per-block", "2", "--batch-size", "2"]
     log = tmp_path / "first.log"
@@ -117,12 +117,12 @@ def test_interrupted_local_run_is_finished_by_a_rerun(trained_run, tmp_path):
         first.kill()
         first.wait()
     partial = read_manifest(output).num_rows
-    assert 0 < partial < 16, partial
+    assert 0 < partial < 32, partial
 
     assert segment.main(["--input", inputs, "--output", output, "--checkpoint", trained_run]) == 0
     rows = _rows(output)
-    assert len(rows) == 16 and all(row["status"] == "ok" for row in rows.values())
-    assert len(list(Path(output).glob("masks/batch_*/img_*.png"))) == 16
+    assert len(rows) == 32 and all(row["status"] == "ok" for row in rows.values())
+    assert len(list(Path(output).glob("masks/batch_*/img_*.png"))) == 32
     assert len(list(Path(output).glob("manifest/*.parquet"))) == 1
 
 
