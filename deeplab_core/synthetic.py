@@ -112,12 +112,15 @@ if __name__ == "__main__":
 
 
 def simulated_logits(mask: np.ndarray, num_classes: int, rng: np.random.Generator, stride: int = 8,
-                     sharpness: float = 6.0, noise: float = 1.0) -> np.ndarray:
+                     sharpness: float = 12.0, noise: float = 1.0, absent_margin: float = 8.0,
+                     distractors: int = 1) -> np.ndarray:
     """Model-like low-resolution logits for a mask: C x ceil(H/stride) x ceil(W/stride) float32.
 
     The one-hot mask is averaged over stride x stride cells (a DeepLab output's blurry boundaries), scaled by
-    ``sharpness`` and given Gaussian ``noise`` on every class, so absent classes keep small non-zero probabilities
-    as a real model's do. For CRF tests and benchmarks that need many realistic score maps without a trained model.
+    ``sharpness``, with Gaussian ``noise`` on every class. Classes absent from the image sit ``absent_margin`` lower,
+    as a trained classifier holds classes it sees no evidence for, except ``distractors`` randomly chosen absent
+    classes that stay as plausible as noise makes them (the confusable class a real model hesitates over). For CRF
+    tests and benchmarks that need many realistic score maps without a trained model.
     """
     import torch
     from torch.nn import functional as F
@@ -126,4 +129,9 @@ def simulated_logits(mask: np.ndarray, num_classes: int, rng: np.random.Generato
     one_hot = F.one_hot(torch.from_numpy(mask.astype(np.int64)), num_classes).permute(2, 0, 1).float()
     one_hot = F.pad(one_hot, (0, -width % stride, 0, -height % stride))
     cells = F.avg_pool2d(one_hot[None], stride)[0].numpy()
-    return (sharpness * cells + rng.normal(0.0, noise, cells.shape)).astype(np.float32)
+    logits = sharpness * cells + rng.normal(0.0, noise, cells.shape)
+    absent = np.setdiff1d(np.arange(num_classes), np.unique(mask[mask < num_classes]))
+    quiet = absent if distractors <= 0 else np.setdiff1d(absent, rng.choice(absent, min(distractors, len(absent)),
+                                                                             replace=False))
+    logits[quiet] -= absent_margin
+    return logits.astype(np.float32)
