@@ -1,12 +1,24 @@
-"""Fully connected CRF refinement (Krähenbühl & Koltun), as used by DeepLab, through pydensecrf.
+"""Fully connected CRF refinement (Krähenbühl & Koltun), as used by DeepLab.
 
 The defaults are the parameters released with DeepLab-v2 ResNet-101 for PASCAL VOC: 10 mean-field
 iterations, bilateral kernel w=4, theta_alpha=67, theta_beta=3, Gaussian kernel w=3, theta_gamma=1.
+
+Two implementations of the same mean-field inference: pydensecrf (Krähenbühl's code; the exact mode, the
+reference) and ``deeplab_core._meanfield`` (the same arithmetic engineered for few labels; the default, with
+label pruning). ``benchmarks/crf.py`` measures both against each other.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import torch
@@ -45,28 +57,32 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, *, is_logits: bool = False, 
 
     Label pruning: mean-field cost grows linearly with the number of labels, and an image usually holds a few of
     them. Labels whose probability never exceeds ``prune_epsilon`` and that are nowhere the argmax are dropped, the
-    rest renormalised, and the CRF runs over those only. ``prune_epsilon=None`` runs the exact CRF over all labels,
-    identical to calling pydensecrf with ``unary_from_softmax``.
+    rest renormalised, and the CRF runs over those only (``prune_epsilon=0`` keeps every label). These runs use
+    ``deeplab_core._meanfield``. ``prune_epsilon=None`` is the exact mode: pydensecrf over all labels, identical
+    to calling it with ``unary_from_softmax``.
     """
     settings = CRFParams(**params)
     _check_inputs(image, probs, settings)
     height, width = image.shape[:2]
     full = _full_size_probabilities(probs, (height, width), is_logits)
+    if prune_epsilon is None:
+        marginals = _pydensecrf_mean_field(image, _unary(full), settings)
+        labels = marginals.argmax(0)
+        return (labels, marginals) if return_probs else labels
+
     kept = select_labels(full, prune_epsilon)
     if kept is not None:
         full = full[kept]
         full /= full.sum(0, keepdims=True)
-    marginals = _mean_field(image, _unary(full), settings)
-    labels = marginals.argmax(0)
+    pixel_marginals = _native_mean_field(image, full, settings)  # H x W x kept labels
+    labels = pixel_marginals.argmax(-1)
     if kept is not None:
         labels = kept[labels]
-        if return_probs:
-            everything = np.zeros((probs.shape[0], height, width), dtype=np.float32)
-            everything[kept] = marginals
-            marginals = everything
-    if return_probs:
-        return labels, marginals
-    return labels
+    if not return_probs:
+        return labels
+    marginals = np.zeros((probs.shape[0], height, width), dtype=np.float32)
+    marginals[kept if kept is not None else slice(None)] = pixel_marginals.transpose(2, 0, 1)
+    return labels, marginals
 
 
 def select_labels(probs: np.ndarray, epsilon: float | None) -> np.ndarray | None:
@@ -122,7 +138,7 @@ def _unary(probs: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(-np.log(clipped).reshape(probs.shape[0], -1), dtype=np.float32)
 
 
-def _mean_field(image: np.ndarray, unary: np.ndarray, settings: CRFParams) -> np.ndarray:
+def _pydensecrf_mean_field(image: np.ndarray, unary: np.ndarray, settings: CRFParams) -> np.ndarray:
     import pydensecrf.densecrf as dcrf  # compiled extension: imported where used
 
     height, width = image.shape[:2]
@@ -130,12 +146,70 @@ def _mean_field(image: np.ndarray, unary: np.ndarray, settings: CRFParams) -> np
     crf = dcrf.DenseCRF2D(width, height, classes)
     crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
     crf.addPairwiseGaussian(sxy=settings.gaussian_xy_std, compat=settings.gaussian_weight)
-    # pydensecrf's typed memoryviews reject read-only buffers (Ray Data's zero-copy arrays are read-only).
-    rgb = np.require(image, dtype=np.uint8, requirements=["C_CONTIGUOUS", "WRITEABLE"])
-    crf.addPairwiseBilateral(sxy=settings.bilateral_xy_std, srgb=settings.bilateral_rgb_std, rgbim=rgb,
+    crf.addPairwiseBilateral(sxy=settings.bilateral_xy_std, srgb=settings.bilateral_rgb_std, rgbim=_writable(image),
                              compat=settings.bilateral_weight)
     marginals = np.asarray(crf.inference(settings.iterations), dtype=np.float32)
     return marginals.reshape(classes, height, width)
+
+
+def _native_mean_field(image: np.ndarray, probs: np.ndarray, settings: CRFParams) -> np.ndarray:
+    """Marginals, float32 H x W x C, from C x H x W probabilities, with ``deeplab_core._meanfield``."""
+    mean_field = _meanfield_extension().mean_field
+    classes, height, width = probs.shape
+    # The extension works pixel-major (a pixel's labels adjacent): write the unary straight into that layout.
+    unary = np.empty((height, width, classes), dtype=np.float32)
+    np.clip(probs.transpose(1, 2, 0), _MIN_PROBABILITY, 1.0, out=unary)
+    np.log(unary, out=unary)
+    np.negative(unary, out=unary)
+    marginals = np.empty_like(unary)
+    mean_field(unary, np.ascontiguousarray(image), marginals, height, width, classes, settings.iterations,
+               settings.bilateral_weight, settings.bilateral_xy_std, settings.bilateral_rgb_std,
+               settings.gaussian_weight, settings.gaussian_xy_std)
+    return marginals
+
+
+@functools.cache
+def _meanfield_extension() -> ModuleType:
+    """The compiled ``deeplab_core._meanfield``, built by ``pip install``.
+
+    A ``ray job submit --working-dir .`` copy of the sources shadows the installed package but carries no build
+    outputs (Ray skips git-ignored files): then the installed package's build is loaded.
+    """
+    try:
+        from deeplab_core import _meanfield
+
+        return _meanfield
+    except ImportError:
+        pass
+    for library in _installed_meanfield_builds():
+        spec = importlib.util.spec_from_file_location("deeplab_core._meanfield", library)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    raise ImportError(
+        "deeplab_core._meanfield (the dense-CRF extension) is not built: install the project with "
+        "`pip install -c constraints.txt -e .` (it compiles deeplab_core/_meanfield.cpp; needs g++), or use "
+        "the exact CRF (prune_epsilon=None / --crf-exact)"
+    )
+
+
+def _installed_meanfield_builds() -> list[Path]:
+    try:
+        distribution = importlib.metadata.distribution("deeplab-ray")
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    roots = [Path(distribution.locate_file("")).resolve()]
+    direct_url = json.loads(distribution.read_text("direct_url.json") or "{}")
+    if direct_url.get("dir_info", {}).get("editable"):
+        roots.append(Path(unquote(urlparse(direct_url["url"]).path)))
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    return [root / "deeplab_core" / f"_meanfield{suffix}" for root in roots for suffix in suffixes
+            if (root / "deeplab_core" / f"_meanfield{suffix}").is_file()]
+
+
+def _writable(image: np.ndarray) -> np.ndarray:
+    # pydensecrf's typed memoryviews reject read-only buffers (Ray Data's zero-copy arrays are read-only).
+    return np.require(image, dtype=np.uint8, requirements=["C_CONTIGUOUS", "WRITEABLE"])
 
 
 def refine_low_res(image: np.ndarray, low_res_logits: np.ndarray, stride: int, **params) -> np.ndarray:

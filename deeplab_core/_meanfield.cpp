@@ -1,0 +1,476 @@
+// Mean-field inference for the fully connected CRF with Gaussian edge potentials (Krähenbühl & Koltun, NIPS 2011),
+// as DeepLab uses it: a spatial Gaussian kernel and a bilateral kernel, Potts compatibility, symmetric kernel
+// normalisation, filtering on the permutohedral lattice (Adams et al. 2010). The arithmetic follows Krähenbühl's
+// densecrf (the code behind pydensecrf) step for step; what differs is the engineering for few labels:
+//   - a compact open-addressing hash table and a reuse of the previous pixel's simplex while building a lattice;
+//   - filters specialised for the number of labels and fused with the normalisation and the Potts weights;
+//   - the spatial lattice depends only on the image size, so the last one built is kept and reused.
+// deeplab_core/crf.py calls it through `mean_field`; pydensecrf stays the reference (the CRF's exact mode).
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace {
+
+template <int D>
+struct Lattice {
+    int num_pixels = 0;
+    int num_vertices = 0;
+    std::vector<int> offset;          // (D+1) per pixel: vertex index + 1 (0 is an always-zero slot)
+    std::vector<float> barycentric;   // (D+1) per pixel
+    std::vector<int> neighbours;      // per axis, per vertex: (lower, upper) vertex index + 1, 0 when absent
+    std::vector<float> norm;          // symmetric normalisation, one per pixel
+
+    // False when a lattice coordinate does not fit the 16-bit keys (features too large for their kernel widths).
+    template <typename Features>
+    bool build(int pixels, const Features &features);
+
+    // out = K in, `values` floats per pixel (pixel-major).
+    void filter(const float *in, float *out, int values, std::vector<float> &buffer_a,
+                std::vector<float> &buffer_b) const;
+    // energy += weight * N K N q, N the normalisation: the Potts message of mean-field inference.
+    void add_message(const float *q, float *energy, int values, float weight, std::vector<float> &buffer_a,
+                     std::vector<float> &buffer_b) const;
+};
+
+// Open addressing with linear probing; keys stored inline next to the vertex index.
+template <int D>
+class VertexTable {
+  public:
+    explicit VertexTable(size_t expected) {
+        size_t capacity = 1024;
+        while (capacity < 2 * expected) capacity *= 2;
+        slots_.assign(capacity, Slot{});
+        mask_ = capacity - 1;
+        keys_.reserve(expected * D);
+    }
+    int size() const { return static_cast<int>(keys_.size() / D); }
+    const int16_t *key(int index) const { return &keys_[static_cast<size_t>(index) * D]; }
+
+    static size_t hash(const int16_t *key) {
+        uint64_t h = 0;
+        for (int i = 0; i < D; ++i) h = (h + static_cast<uint16_t>(key[i])) * 0x9E3779B97F4A7C15ull;
+        return static_cast<size_t>(h ^ (h >> 29));
+    }
+    // Lookups are cache misses in a table of megabytes: callers hash a batch of keys and prefetch their slots first.
+    void prefetch(size_t hash) const { __builtin_prefetch(&slots_[hash & mask_]); }
+
+    // Vertex index of `key` (whose hash is `hash`), inserting it when `create`; -1 when absent.
+    int find(const int16_t *key, size_t hash, bool create) {
+        if (create && 2 * (keys_.size() / D + 1) > slots_.size()) grow();
+        size_t h = hash & mask_;
+        while (true) {
+            Slot &slot = slots_[h];
+            if (slot.index < 0) {
+                if (!create) return -1;
+                std::memcpy(slot.key, key, sizeof(slot.key));
+                slot.index = size();
+                keys_.insert(keys_.end(), key, key + D);
+                return slot.index;
+            }
+            if (std::memcmp(slot.key, key, sizeof(slot.key)) == 0) return slot.index;
+            h = (h + 1) & mask_;
+        }
+    }
+
+  private:
+    struct Slot {
+        int16_t key[D] = {};
+        int32_t index = -1;
+    };
+    std::vector<Slot> slots_;
+    std::vector<int16_t> keys_;
+    size_t mask_ = 0;
+    void grow() {
+        std::vector<Slot> old;
+        old.swap(slots_);
+        slots_.assign(old.size() * 2, Slot{});
+        mask_ = slots_.size() - 1;
+        for (const Slot &slot : old) {
+            if (slot.index < 0) continue;
+            size_t h = hash(slot.key) & mask_;
+            while (slots_[h].index >= 0) h = (h + 1) & mask_;
+            slots_[h] = slot;
+        }
+    }
+};
+
+template <int D>
+template <typename Features>
+bool Lattice<D>::build(int pixels, const Features &features) {
+    num_pixels = pixels;
+    offset.assign(static_cast<size_t>(pixels) * (D + 1), 0);
+    barycentric.assign(static_cast<size_t>(pixels) * (D + 1), 0.f);
+    VertexTable<D> table(static_cast<size_t>(pixels) + pixels / 2);  // natural images: ~0.9-1.2 vertices per pixel
+
+    int16_t canonical[D + 1][D + 1];
+    for (int i = 0; i <= D; ++i) {
+        for (int j = 0; j <= D - i; ++j) canonical[i][j] = static_cast<int16_t>(i);
+        for (int j = D - i + 1; j <= D; ++j) canonical[i][j] = static_cast<int16_t>(i - (D + 1));
+    }
+    const float inv_std_dev = static_cast<float>(std::sqrt(2.0 / 3.0) * (D + 1));
+    float scale[D];
+    for (int i = 0; i < D; ++i) scale[i] = static_cast<float>(1.0 / std::sqrt(double((i + 2) * (i + 1))) * inv_std_dev);
+    const float down = 1.0f / (D + 1);
+    const float up = static_cast<float>(D + 1);
+
+    constexpr int kBatch = 16;
+    struct Pending {
+        int16_t key[D];
+        size_t hash;
+    };
+    std::vector<Pending> pending(static_cast<size_t>(kBatch) * 2 * (D + 1));
+    float f[D], elevated[D + 1], rem0[D + 1], bary[D + 2];
+    int rank[D + 1];
+    for (int first = 0; first < pixels; first += kBatch) {
+        const int last = std::min(pixels, first + kBatch);
+        for (int k = first; k < last; ++k) {
+            features(k, f);
+            // Elevate onto the hyperplane (y = E p) and find the enclosing simplex by rounding and sorting.
+            float sm = 0.f;
+            for (int j = D; j > 0; --j) {
+                const float cf = f[j - 1] * scale[j - 1];
+                elevated[j] = sm - j * cf;
+                sm += cf;
+            }
+            elevated[0] = sm;
+            float sum = 0.f;
+            for (int i = 0; i <= D; ++i) {
+                const float v = std::nearbyint(down * elevated[i]);
+                rem0[i] = v * up;
+                sum += v;
+            }
+            for (int i = 0; i <= D; ++i)
+                if (std::fabs(rem0[i]) > 32767 - 2 * (D + 1)) return false;
+            for (int i = 0; i <= D; ++i) rank[i] = 0;
+            for (int i = 0; i < D; ++i) {
+                const float di = elevated[i] - rem0[i];
+                for (int j = i + 1; j <= D; ++j) {
+                    if (di < elevated[j] - rem0[j]) rank[i]++;
+                    else rank[j]++;
+                }
+            }
+            const int shift = static_cast<int>(sum);
+            for (int i = 0; i <= D; ++i) {
+                rank[i] += shift;
+                if (rank[i] < 0) {
+                    rank[i] += D + 1;
+                    rem0[i] += up;
+                } else if (rank[i] >= D + 1) {
+                    rank[i] -= D + 1;
+                    rem0[i] -= up;
+                }
+            }
+            for (int i = 0; i <= D + 1; ++i) bary[i] = 0.f;
+            for (int i = 0; i <= D; ++i) {
+                const float v = (elevated[i] - rem0[i]) * down;
+                bary[D - rank[i]] += v;
+                bary[D - rank[i] + 1] -= v;
+            }
+            bary[0] += 1.0f + bary[D + 1];
+            float *pixel_bary = &barycentric[static_cast<size_t>(k) * (D + 1)];
+            for (int r = 0; r <= D; ++r) {
+                pixel_bary[r] = bary[r];
+                Pending &vertex = pending[static_cast<size_t>(k - first) * (D + 1) + r];
+                for (int i = 0; i < D; ++i) vertex.key[i] = static_cast<int16_t>(rem0[i] + canonical[r][rank[i]]);
+                vertex.hash = VertexTable<D>::hash(vertex.key);
+                table.prefetch(vertex.hash);
+            }
+        }
+        for (int k = first; k < last; ++k)
+            for (int r = 0; r <= D; ++r) {
+                const Pending &vertex = pending[static_cast<size_t>(k - first) * (D + 1) + r];
+                offset[static_cast<size_t>(k) * (D + 1) + r] = table.find(vertex.key, vertex.hash, true) + 1;
+            }
+    }
+
+    // Blur neighbours: along axis j, a vertex's neighbours are the vertex -1 (+D on coordinate j) and +1 (-D).
+    num_vertices = table.size();
+    neighbours.assign(static_cast<size_t>(D + 1) * num_vertices * 2, 0);
+    const int vertex_batch = kBatch / 2;
+    for (int first = 0; first < num_vertices; first += vertex_batch) {
+        const int last = std::min(num_vertices, first + vertex_batch);
+        Pending *slot = pending.data();
+        for (int v = first; v < last; ++v) {
+            const int16_t *vertex = table.key(v);
+            for (int j = 0; j <= D; ++j, slot += 2) {
+                for (int i = 0; i < D; ++i) {
+                    slot[0].key[i] = static_cast<int16_t>(vertex[i] - 1);
+                    slot[1].key[i] = static_cast<int16_t>(vertex[i] + 1);
+                }
+                if (j < D) {
+                    slot[0].key[j] = static_cast<int16_t>(vertex[j] + D);
+                    slot[1].key[j] = static_cast<int16_t>(vertex[j] - D);
+                }
+                for (int side = 0; side < 2; ++side) {
+                    slot[side].hash = VertexTable<D>::hash(slot[side].key);
+                    table.prefetch(slot[side].hash);
+                }
+            }
+        }
+        slot = pending.data();
+        for (int v = first; v < last; ++v)
+            for (int j = 0; j <= D; ++j, slot += 2) {
+                int *pair = &neighbours[(static_cast<size_t>(j) * num_vertices + v) * 2];
+                pair[0] = table.find(slot[0].key, slot[0].hash, false) + 1;
+                pair[1] = table.find(slot[1].key, slot[1].hash, false) + 1;
+            }
+    }
+    // Symmetric normalisation: 1 / sqrt(K 1).
+    std::vector<float> ones(pixels, 1.f), filtered(pixels), a, b;
+    norm.clear();
+    filter(ones.data(), filtered.data(), 1, a, b);
+    norm.resize(pixels);
+    for (int i = 0; i < pixels; ++i) norm[i] = static_cast<float>(1.0 / std::sqrt(filtered[i] + 1e-20));
+    return true;
+}
+
+// Splat, blur and slice touch vertex values scattered over megabytes: fetch them this many steps ahead.
+constexpr int kBlurLookahead = 16;
+constexpr int kPixelLookahead = 8;
+// Label counts up to this get filters specialised at compile time; more labels are processed in chunks of it.
+constexpr int kMaxFixedValues = 8;
+
+// Splat, blur along each lattice axis, slice: out = K in (pixel-major, `V` values per pixel; 0: `runtime_values`).
+// As a `Message`, the input is normalised first and the output normalised and added to `out` with `weight`, in
+// densecrf's order of operations.
+template <int D, int V, bool Message>
+void filter_values(const Lattice<D> &lattice, const float *in, float *out, int runtime_values, float weight,
+                   float *values, float *scratch) {
+    const int nv = V > 0 ? V : runtime_values;
+    const size_t stride = nv;
+    const size_t slots = (lattice.num_vertices + 1) * stride;
+    std::fill(values, values + slots, 0.f);
+    std::fill(scratch, scratch + stride, 0.f);  // the absent-neighbour slot
+    const int pixels = lattice.num_pixels;
+    for (int i = 0; i < pixels; ++i) {
+        const int *o = &lattice.offset[static_cast<size_t>(i) * (D + 1)];
+        if (i + kPixelLookahead < pixels)
+            for (int r = 0; r <= D; ++r)
+                __builtin_prefetch(values + static_cast<size_t>(o[kPixelLookahead * (D + 1) + r]) * stride, 1);
+        const float *w = &lattice.barycentric[static_cast<size_t>(i) * (D + 1)];
+        const float *value = in + static_cast<size_t>(i) * nv;
+        for (int first = 0; first < nv; first += kMaxFixedValues) {
+            const int count = V > 0 ? V : std::min(nv - first, kMaxFixedValues);
+            float scaled[V > 0 ? V : kMaxFixedValues];
+            for (int c = 0; c < count; ++c) scaled[c] = Message ? value[first + c] * lattice.norm[i] : value[first + c];
+            for (int r = 0; r <= D; ++r) {
+                float *target = values + static_cast<size_t>(o[r]) * stride + first;
+                for (int c = 0; c < count; ++c) target[c] += w[r] * scaled[c];
+            }
+        }
+    }
+    float *current = values, *next = scratch;
+    for (int j = 0; j <= D; ++j) {
+        const int *axis = &lattice.neighbours[static_cast<size_t>(j) * lattice.num_vertices * 2];
+        const int vertices = lattice.num_vertices;
+        for (int v = 0; v < vertices; ++v) {
+            if (v + kBlurLookahead < vertices) {
+                __builtin_prefetch(current + static_cast<size_t>(axis[2 * (v + kBlurLookahead)]) * stride);
+                __builtin_prefetch(current + static_cast<size_t>(axis[2 * (v + kBlurLookahead) + 1]) * stride);
+            }
+            const float *__restrict own = current + static_cast<size_t>(v + 1) * stride;
+            const float *__restrict lower = current + static_cast<size_t>(axis[2 * v]) * stride;
+            const float *__restrict upper = current + static_cast<size_t>(axis[2 * v + 1]) * stride;
+            float *__restrict target = next + static_cast<size_t>(v + 1) * stride;
+            for (int c = 0; c < nv; ++c) target[c] = own[c] + 0.5f * (lower[c] + upper[c]);
+        }
+        std::swap(current, next);
+    }
+    const float alpha = 1.0f / (1 + std::pow(2.0f, -D));
+    for (int i = 0; i < pixels; ++i) {
+        const int *o = &lattice.offset[static_cast<size_t>(i) * (D + 1)];
+        if (i + kPixelLookahead < pixels)
+            for (int r = 0; r <= D; ++r)
+                __builtin_prefetch(current + static_cast<size_t>(o[kPixelLookahead * (D + 1) + r]) * stride);
+        const float *w = &lattice.barycentric[static_cast<size_t>(i) * (D + 1)];
+        float *target = out + static_cast<size_t>(i) * nv;
+        for (int first = 0; first < nv; first += kMaxFixedValues) {
+            const int count = V > 0 ? V : std::min(nv - first, kMaxFixedValues);
+            float sum[V > 0 ? V : kMaxFixedValues] = {};
+            for (int r = 0; r <= D; ++r) {
+                const float *source = current + static_cast<size_t>(o[r]) * stride + first;
+                const float vertex_weight = w[r] * alpha;
+                for (int c = 0; c < count; ++c) sum[c] += vertex_weight * source[c];
+            }
+            for (int c = 0; c < count; ++c) {
+                if (Message) target[first + c] -= -weight * (sum[c] * lattice.norm[i]);
+                else target[first + c] = sum[c];
+            }
+        }
+    }
+}
+
+template <int D, bool Message>
+void dispatch_filter(const Lattice<D> &lattice, const float *in, float *out, int values, float weight,
+                     std::vector<float> &buffer_a, std::vector<float> &buffer_b) {
+    const size_t slots = static_cast<size_t>(lattice.num_vertices + 1) * values;
+    if (buffer_a.size() < slots) buffer_a.resize(slots);
+    if (buffer_b.size() < slots) buffer_b.resize(slots);
+    float *a = buffer_a.data(), *b = buffer_b.data();
+    switch (values) {
+        case 1: filter_values<D, 1, Message>(lattice, in, out, values, weight, a, b); break;
+        case 2: filter_values<D, 2, Message>(lattice, in, out, values, weight, a, b); break;
+        case 3: filter_values<D, 3, Message>(lattice, in, out, values, weight, a, b); break;
+        case 4: filter_values<D, 4, Message>(lattice, in, out, values, weight, a, b); break;
+        case 5: filter_values<D, 5, Message>(lattice, in, out, values, weight, a, b); break;
+        case 6: filter_values<D, 6, Message>(lattice, in, out, values, weight, a, b); break;
+        case 7: filter_values<D, 7, Message>(lattice, in, out, values, weight, a, b); break;
+        case 8: filter_values<D, 8, Message>(lattice, in, out, values, weight, a, b); break;
+        default: filter_values<D, 0, Message>(lattice, in, out, values, weight, a, b); break;
+    }
+}
+
+template <int D>
+void Lattice<D>::filter(const float *in, float *out, int values, std::vector<float> &buffer_a,
+                        std::vector<float> &buffer_b) const {
+    dispatch_filter<D, false>(*this, in, out, values, 0.f, buffer_a, buffer_b);
+}
+
+template <int D>
+void Lattice<D>::add_message(const float *q, float *energy, int values, float weight, std::vector<float> &buffer_a,
+                             std::vector<float> &buffer_b) const {
+    dispatch_filter<D, true>(*this, q, energy, values, weight, buffer_a, buffer_b);
+}
+
+struct SpatialKey {
+    int height, width;
+    float xy_std;
+    bool operator==(const SpatialKey &other) const {
+        return height == other.height && width == other.width && xy_std == other.xy_std;
+    }
+};
+
+// The spatial kernel's lattice depends only on the image size: keep the last one (a CRF worker sees many
+// images of one size).
+std::shared_ptr<const Lattice<2>> spatial_lattice(int height, int width, float xy_std) {
+    static std::mutex guard;
+    static SpatialKey cached_key{0, 0, 0.f};
+    static std::shared_ptr<const Lattice<2>> cached;
+    const SpatialKey key{height, width, xy_std};
+    {
+        std::lock_guard<std::mutex> lock(guard);
+        if (cached && cached_key == key) return cached;
+    }
+    auto lattice = std::make_shared<Lattice<2>>();
+    const bool built = lattice->build(height * width, [&](int k, float *f) {
+        f[0] = (k % width) / xy_std;
+        f[1] = (k / width) / xy_std;
+    });
+    if (!built) return nullptr;
+    std::lock_guard<std::mutex> lock(guard);
+    cached_key = key;
+    cached = lattice;
+    return lattice;
+}
+
+void exp_normalize(const float *energy, float *q, int pixels, int labels) {
+    for (int i = 0; i < pixels; ++i) {
+        const float *e = energy + static_cast<size_t>(i) * labels;
+        float *p = q + static_cast<size_t>(i) * labels;
+        float top = e[0];
+        for (int c = 1; c < labels; ++c) top = std::max(top, e[c]);
+        float total = 0.f;
+        for (int c = 0; c < labels; ++c) {
+            p[c] = std::exp(e[c] - top);
+            total += p[c];
+        }
+        for (int c = 0; c < labels; ++c) p[c] /= total;
+    }
+}
+
+struct Settings {
+    int height, width, labels, iterations;
+    float bilateral_weight, bilateral_xy_std, bilateral_rgb_std, gaussian_weight, gaussian_xy_std;
+};
+
+// q <- mean-field marginals; unary is -log p, both pixel-major (H*W x labels). False: lattice overflow.
+bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Settings &s) {
+    const int pixels = s.height * s.width;
+    const int labels = s.labels;
+    const size_t size = static_cast<size_t>(pixels) * labels;
+
+    std::shared_ptr<const Lattice<2>> spatial = spatial_lattice(s.height, s.width, s.gaussian_xy_std);
+    Lattice<5> bilateral;
+    const int width = s.width;
+    if (!spatial) return false;
+    const bool built = bilateral.build(pixels, [&](int k, float *f) {
+        f[0] = (k % width) / s.bilateral_xy_std;
+        f[1] = (k / width) / s.bilateral_xy_std;
+        const uint8_t *rgb = image + static_cast<size_t>(k) * 3;
+        f[2] = rgb[0] / s.bilateral_rgb_std;
+        f[3] = rgb[1] / s.bilateral_rgb_std;
+        f[4] = rgb[2] / s.bilateral_rgb_std;
+    });
+    if (!built) return false;
+
+    std::vector<float> energy(size), buffer_a, buffer_b;
+    for (size_t i = 0; i < size; ++i) energy[i] = -unary[i];
+    exp_normalize(energy.data(), q, pixels, labels);
+
+    for (int iteration = 0; iteration < s.iterations; ++iteration) {
+        for (size_t i = 0; i < size; ++i) energy[i] = -unary[i];
+        // Potts compatibility: each kernel's message -w * (N K N Q) is subtracted from the energy.
+        spatial->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b);
+        bilateral.add_message(q, energy.data(), labels, s.bilateral_weight, buffer_a, buffer_b);
+        exp_normalize(energy.data(), q, pixels, labels);
+    }
+    return true;
+}
+
+PyObject *mean_field(PyObject *, PyObject *args) {
+    Py_buffer unary, image, out;
+    Settings s;
+    if (!PyArg_ParseTuple(args, "y*y*w*iiiifffff", &unary, &image, &out, &s.height, &s.width, &s.labels,
+                          &s.iterations, &s.bilateral_weight, &s.bilateral_xy_std, &s.bilateral_rgb_std,
+                          &s.gaussian_weight, &s.gaussian_xy_std))
+        return nullptr;
+    const Py_ssize_t pixels = static_cast<Py_ssize_t>(s.height) * s.width;
+    const char *problem = nullptr;
+    if (s.height < 1 || s.width < 1 || s.labels < 1 || s.iterations < 0) problem = "height, width and labels must be >= 1";
+    else if (unary.len != pixels * s.labels * 4) problem = "unary must hold height*width*labels float32 values";
+    else if (out.len != pixels * s.labels * 4) problem = "out must hold height*width*labels float32 values";
+    else if (image.len != pixels * 3) problem = "image must hold height*width*3 uint8 values";
+    else if (s.bilateral_xy_std <= 0 || s.bilateral_rgb_std <= 0 || s.gaussian_xy_std <= 0) problem = "kernel widths must be > 0";
+    if (problem == nullptr) {
+        bool done;
+        Py_BEGIN_ALLOW_THREADS
+        done = run_mean_field(static_cast<const float *>(unary.buf), static_cast<const uint8_t *>(image.buf),
+                              static_cast<float *>(out.buf), s);
+        Py_END_ALLOW_THREADS
+        if (!done)
+            problem = "image too large for these kernel widths: lattice coordinates overflow 16 bits "
+                      "(downscale the image or widen the kernels)";
+    }
+    PyBuffer_Release(&unary);
+    PyBuffer_Release(&image);
+    PyBuffer_Release(&out);
+    if (problem != nullptr) {
+        PyErr_SetString(PyExc_ValueError, problem);
+        return nullptr;
+    }
+    Py_RETURN_NONE;
+}
+
+PyMethodDef methods[] = {
+    {"mean_field", mean_field, METH_VARARGS,
+     "mean_field(unary, image, out, height, width, labels, iterations, bilateral_weight, bilateral_xy_std, "
+     "bilateral_rgb_std, gaussian_weight, gaussian_xy_std)\n\nDense-CRF marginals into `out` (float32, H*W x labels, "
+     "pixel-major) from `unary` (-log p, same layout) and `image` (uint8 H x W x 3)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "_meanfield", "Dense-CRF mean-field inference (see _meanfield.cpp).",
+                      -1, methods, nullptr, nullptr, nullptr, nullptr};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__meanfield(void) { return PyModule_Create(&module); }

@@ -1,0 +1,14 @@
+"""Builds the dense-CRF mean-field extension; everything else is declared in pyproject.toml."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "deeplab_core._meanfield",
+            ["deeplab_core/_meanfield.cpp"],
+            language="c++",
+            extra_compile_args=["-O3", "-std=c++17"],
+        )
+    ]
+)
