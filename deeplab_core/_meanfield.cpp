@@ -298,8 +298,12 @@ void filter_values(const Lattice<D> &lattice, const float *in, float *out, int r
             float sum[V > 0 ? V : kMaxFixedValues] = {};
             for (int r = 0; r <= D; ++r) {
                 const float *source = current + static_cast<size_t>(o[r]) * stride + first;
-                const float vertex_weight = w[r] * alpha;
-                for (int c = 0; c < count; ++c) sum[c] += vertex_weight * source[c];
+                if (nv <= 2) {  // densecrf's scalar path (up to 2 values) rounds in this order
+                    for (int c = 0; c < count; ++c) sum[c] += w[r] * source[c] * alpha;
+                } else {
+                    const float vertex_weight = w[r] * alpha;
+                    for (int c = 0; c < count; ++c) sum[c] += vertex_weight * source[c];
+                }
             }
             for (int c = 0; c < count; ++c) {
                 if (Message) target[first + c] -= -weight * (sum[c] * lattice.norm[i]);

@@ -130,3 +130,58 @@ def test_select_labels_keeps_argmax_labels_and_a_runner_up():
     labels, marginals = dense_crf(np.zeros((4, 4, 3), np.uint8), probs / probs.sum(0), prune_epsilon=0.1,
                                   return_probs=True)
     assert set(np.unique(labels)) <= {2, 4} and np.all(marginals[[0, 1, 3]] == 0)
+
+
+@pytest.mark.parametrize("labels", [2, 3, 5, 8, 9, 21])  # compile-time specialised counts and the chunked path
+@pytest.mark.parametrize("size", [(37, 53), (1, 40), (512, 3)])
+def test_native_mean_field_matches_pydensecrf_to_float_rounding(labels, size):
+    """The same inference on every label (epsilon 0) through deeplab_core._meanfield and through pydensecrf.
+
+    Not bit for bit: pydensecrf's Eigen exponentials and sums round differently (~1e-7), and ten iterations over
+    noise-only logits amplify that to at most a few 1e-5 here."""
+    rng = np.random.default_rng(labels * 100 + size[0])
+    height, width = size
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    image[:, : width // 2] //= 4  # an edge for the bilateral kernel
+    logits = rng.normal(0, 2, (labels, height, width)).astype(np.float32)
+    reference_labels, reference = dense_crf(image, logits, is_logits=True, prune_epsilon=None, return_probs=True)
+    native_labels, native = dense_crf(image, logits, is_logits=True, prune_epsilon=0, return_probs=True)
+    assert native.shape == reference.shape == (labels, height, width)
+    assert np.abs(native - reference).max() < 1e-4
+    assert np.mean(native_labels == reference_labels) >= 0.999
+
+
+def test_native_mean_field_accepts_read_only_arrays_and_leaves_inputs_alone():
+    rng = np.random.default_rng(7)
+    image, _, low = _model_like_probs(rng, 64)
+    image.setflags(write=False)
+    low.setflags(write=False)
+    before = low.copy()
+    labels = dense_crf(image, low)
+    assert labels.shape == (64, 64) and np.array_equal(low, before)
+
+
+def test_native_mean_field_rejects_images_its_lattice_cannot_index():
+    # theta_gamma = 0.01 puts a 1 x 20000 image's pixel coordinates beyond the lattice's 16-bit keys.
+    probs = np.full((2, 1, 20000), 0.5, np.float32)
+    with pytest.raises(ValueError, match="lattice coordinates overflow"):
+        dense_crf(np.zeros((1, 20000, 3), np.uint8), probs, prune_epsilon=0, gaussian_xy_std=0.01)
+
+
+def test_a_source_copy_without_build_outputs_loads_the_installed_extension(tmp_path):
+    """`ray job submit --working-dir .` ships sources only (build outputs are git-ignored): the CRF must still run."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[1] / "deeplab_core"
+    shutil.copytree(source, tmp_path / "deeplab_core", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    script = ("import numpy as np, deeplab_core.crf as crf; "
+              "labels = crf.dense_crf(np.zeros((8, 8, 3), np.uint8), np.full((2, 8, 8), 0.5, np.float32)); "
+              "print(crf.__file__, crf._meanfield_extension().__file__, labels.shape)")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    module_file, extension_file, shape = result.stdout.split(" ", 2)
+    assert module_file.startswith(str(tmp_path)) and not extension_file.startswith(str(tmp_path))
+    assert shape.strip() == "(8, 8)"
