@@ -2,8 +2,10 @@
 // as DeepLab uses it: a spatial Gaussian kernel and a bilateral kernel, Potts compatibility, symmetric kernel
 // normalisation, filtering on the permutohedral lattice (Adams et al. 2010). The arithmetic follows Krähenbühl's
 // densecrf (the code behind pydensecrf) step for step; what differs is the engineering for few labels:
-//   - a compact open-addressing hash table and a reuse of the previous pixel's simplex while building a lattice;
-//   - filters specialised for the number of labels and fused with the normalisation and the Potts weights;
+//   - lattice construction and filtering are dominated by random accesses to megabytes of hash slots and vertex
+//     values: keys are hashed in batches and their slots, like the blur's neighbours and the splat/slice
+//     vertices, prefetched ahead of use;
+//   - filters are specialised for the number of labels and fused with the normalisation and the Potts weights;
 //   - the spatial lattice depends only on the image size, so the last one built is kept and reused.
 // deeplab_core/crf.py calls it through `mean_field`; pydensecrf stays the reference (the CRF's exact mode).
 
@@ -36,7 +38,7 @@ struct Lattice {
     // out = K in, `values` floats per pixel (pixel-major).
     void filter(const float *in, float *out, int values, std::vector<float> &buffer_a,
                 std::vector<float> &buffer_b) const;
-    // energy += weight * N K N q, N the normalisation: the Potts message of mean-field inference.
+    // energy += weight * N K N q (N: the normalisation), the Potts message of mean-field inference.
     void add_message(const float *q, float *energy, int values, float weight, std::vector<float> &buffer_a,
                      std::vector<float> &buffer_b) const;
 };
@@ -109,7 +111,7 @@ bool Lattice<D>::build(int pixels, const Features &features) {
     num_pixels = pixels;
     offset.assign(static_cast<size_t>(pixels) * (D + 1), 0);
     barycentric.assign(static_cast<size_t>(pixels) * (D + 1), 0.f);
-    VertexTable<D> table(static_cast<size_t>(pixels) + pixels / 2);  // natural images: ~0.9-1.2 vertices per pixel
+    VertexTable<D> table(static_cast<size_t>(pixels) + pixels / 2);  // ~0.9-1.1 vertices per pixel measured; grows if needed
 
     int16_t canonical[D + 1][D + 1];
     for (int i = 0; i <= D; ++i) {
