@@ -442,12 +442,14 @@ PyObject *mean_field(PyObject *, PyObject *args) {
         return nullptr;
     const Py_ssize_t pixels = static_cast<Py_ssize_t>(s.height) * s.width;
     const char *problem = nullptr;
-    if (s.height < 1 || s.width < 1 || s.labels < 1 || s.iterations < 0) problem = "height, width and labels must be >= 1";
+    if (s.height < 1 || s.width < 1 || s.labels < 1 || s.iterations < 0)
+        problem = "height, width and labels must be >= 1, iterations >= 0";
     else if (pixels > (1 << 27)) problem = "image too large for the CRF (more than 2**27 pixels): downscale it first";
     else if (unary.len != pixels * s.labels * 4) problem = "unary must hold height*width*labels float32 values";
     else if (out.len != pixels * s.labels * 4) problem = "out must hold height*width*labels float32 values";
     else if (image.len != pixels * 3) problem = "image must hold height*width*3 uint8 values";
-    else if (s.bilateral_xy_std <= 0 || s.bilateral_rgb_std <= 0 || s.gaussian_xy_std <= 0) problem = "kernel widths must be > 0";
+    else if (!(s.bilateral_xy_std > 0 && s.bilateral_rgb_std > 0 && s.gaussian_xy_std > 0))
+        problem = "kernel widths must be > 0";
     if (problem == nullptr) {
         bool done;
         Py_BEGIN_ALLOW_THREADS

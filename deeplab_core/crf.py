@@ -117,6 +117,9 @@ def _check_inputs(image: np.ndarray, probs: np.ndarray, settings: CRFParams) -> 
         )
     if settings.iterations < 1:
         raise ValueError(f"dense_crf: iterations must be >= 1, got {settings.iterations}")
+    for width in ("bilateral_xy_std", "bilateral_rgb_std", "gaussian_xy_std"):
+        if not getattr(settings, width) > 0:
+            raise ValueError(f"dense_crf: {width} is a kernel width and must be > 0, got {getattr(settings, width)}")
 
 
 def _full_size_probabilities(probs: np.ndarray, size: tuple[int, int], is_logits: bool) -> np.ndarray:
