@@ -10,20 +10,13 @@ label pruning). ``benchmarks/crf.py`` measures both against each other.
 
 from __future__ import annotations
 
-import functools
-import importlib.machinery
-import importlib.metadata
-import importlib.util
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from deeplab_core.extension import load_meanfield
 from deeplab_core.inference import as_tensor, upsample_logits
 
 
@@ -157,7 +150,7 @@ def _pydensecrf_mean_field(image: np.ndarray, unary: np.ndarray, settings: CRFPa
 
 def _native_mean_field(image: np.ndarray, probs: np.ndarray, settings: CRFParams) -> np.ndarray:
     """Marginals, float32 H x W x C, from C x H x W probabilities, with ``deeplab_core._meanfield``."""
-    mean_field = _meanfield_extension().mean_field
+    mean_field = load_meanfield().mean_field
     classes, height, width = probs.shape
     # The extension works pixel-major (a pixel's labels adjacent): write the unary straight into that layout.
     unary = np.empty((height, width, classes), dtype=np.float32)
@@ -169,45 +162,6 @@ def _native_mean_field(image: np.ndarray, probs: np.ndarray, settings: CRFParams
                settings.bilateral_weight, settings.bilateral_xy_std, settings.bilateral_rgb_std,
                settings.gaussian_weight, settings.gaussian_xy_std)
     return marginals
-
-
-@functools.cache
-def _meanfield_extension() -> ModuleType:
-    """The compiled ``deeplab_core._meanfield``, built by ``pip install``.
-
-    A ``ray job submit --working-dir .`` copy of the sources shadows the installed package but carries no build
-    outputs (Ray skips git-ignored files): then the installed package's build is loaded.
-    """
-    try:
-        from deeplab_core import _meanfield
-
-        return _meanfield
-    except ImportError:
-        pass
-    for library in _installed_meanfield_builds():
-        spec = importlib.util.spec_from_file_location("deeplab_core._meanfield", library)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    raise ImportError(
-        "deeplab_core._meanfield (the dense-CRF extension) is not built: install the project with "
-        "`pip install -c constraints.txt -e .` (it compiles deeplab_core/_meanfield.cpp; needs g++), or use "
-        "the exact CRF (prune_epsilon=None / --crf-exact)"
-    )
-
-
-def _installed_meanfield_builds() -> list[Path]:
-    try:
-        distribution = importlib.metadata.distribution("deeplab-ray")
-    except importlib.metadata.PackageNotFoundError:
-        return []
-    roots = [Path(distribution.locate_file("")).resolve()]
-    direct_url = json.loads(distribution.read_text("direct_url.json") or "{}")
-    if direct_url.get("dir_info", {}).get("editable"):
-        roots.append(Path(unquote(urlparse(direct_url["url"]).path)))
-    suffixes = importlib.machinery.EXTENSION_SUFFIXES
-    return [root / "deeplab_core" / f"_meanfield{suffix}" for root in roots for suffix in suffixes
-            if (root / "deeplab_core" / f"_meanfield{suffix}").is_file()]
 
 
 def _writable(image: np.ndarray) -> np.ndarray:

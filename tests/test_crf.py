@@ -176,9 +176,9 @@ def test_a_source_copy_without_build_outputs_loads_the_installed_extension(tmp_p
 
     source = Path(__file__).resolve().parents[1] / "deeplab_core"
     shutil.copytree(source, tmp_path / "deeplab_core", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    script = ("import numpy as np, deeplab_core.crf as crf; "
+    script = ("import numpy as np, deeplab_core.crf as crf; from deeplab_core.extension import load_meanfield; "
               "labels = crf.dense_crf(np.zeros((8, 8, 3), np.uint8), np.full((2, 8, 8), 0.5, np.float32)); "
-              "print(crf.__file__, crf._meanfield_extension().__file__, labels.shape)")
+              "print(crf.__file__, load_meanfield().__file__, labels.shape)")
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     module_file, extension_file, shape = result.stdout.split(" ", 2)
