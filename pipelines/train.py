@@ -14,6 +14,7 @@ best one (by validation mIoU, else the last) is exported as ``<output>/best_mode
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -92,11 +93,13 @@ def train_loop_per_worker(config: dict) -> None:
             break
         seen.extend(batch["seed"].tolist()[: max(0, 2000 - len(seen))])
         images = normalize(batch["image"]).to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = segmentation_loss(model(images), batch["mask"])
-        scaler.scale(loss / config["accumulation"]).backward()
+        steps = (micro_step + 1) % config["accumulation"] == 0
+        with _gradient_sync(model, steps):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = segmentation_loss(model(images), batch["mask"])
+            scaler.scale(loss / config["accumulation"]).backward()
         loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
-        if (micro_step + 1) % config["accumulation"]:
+        if not steps:
             continue
         scaler.step(optimizer)
         scaler.update()
@@ -174,6 +177,13 @@ def _write_worker_report(output: str, rank: int, world_size: int, seen: list[int
     report = {"rank": rank, "world_size": world_size, "iteration": iteration, "samples_seen": seen,
               "parameter_checksum": checksum}
     write_bytes(join_uri(output, WORKER_REPORTS, f"rank_{rank}.json"), json.dumps(report).encode())
+
+
+def _gradient_sync(model: torch.nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
+    """Micro-batches before an optimizer step keep their gradients local; DDP all-reduces the sum once, at the step."""
+    if enabled or not hasattr(model, "no_sync"):
+        return contextlib.nullcontext()
+    return model.no_sync()
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -78,7 +78,9 @@ def test_two_workers_learn_the_task_with_checkpoints_in_s3(trained_run, s3, s3_d
 
 def test_resume_continues_at_the_saved_iteration_on_a_local_path(ray_cluster, local_dataset, tmp_path):
     output = str(tmp_path / "run")
-    common = ["--data", local_dataset, "--output", output, *SMALL_MODEL, "--workers", "2", "--val-every", "2"]
+    # Two micro-batches per step: DDP all-reduces once per step (no_sync), and the weights must still agree.
+    common = ["--data", local_dataset, "--output", output, *SMALL_MODEL, "--workers", "2", "--val-every", "2",
+              "--accumulation", "2"]
     assert train.main([*common, "--iterations", "4"]) == 0
     assert load_checkpoint(output).state["iteration"] == 4
     assert train.main([*common, "--iterations", "6"]) == 2  # refuses to overwrite a run without --resume
@@ -86,7 +88,9 @@ def test_resume_continues_at_the_saved_iteration_on_a_local_path(ray_cluster, lo
     resumed = load_checkpoint(output)
     assert resumed.state["iteration"] == 6
     # The resumed run took only the 2 missing steps, and its LR continued the poly schedule of a 6-step run.
-    assert len(_worker_reports(output)[0]["samples_seen"]) == 2 * 4
+    first, second = _worker_reports(output)
+    assert len(first["samples_seen"]) == 2 * 2 * 4
+    assert first["parameter_checksum"] == second["parameter_checksum"]
     assert resumed.state["metrics"]["lr"] == pytest.approx(0.0, abs=1e-12)
     latest = torch.load(sorted((tmp_path / "run" / "train").glob("checkpoint_*/checkpoint.pt"))[-1],
                         weights_only=True)
