@@ -13,9 +13,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn import functional as F
+
+from deeplab_core.data.transforms import resize_image, resize_labels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -165,20 +166,6 @@ def segment(model: nn.Module, image: np.ndarray, scales: Sequence[float] = (1.0,
 # Low-resolution logits travel between machines in this dtype: half the bytes of float32, and class scores need
 # no more precision. ``segment_image`` applies the same rounding, so in-process results equal a pipeline's.
 TRANSPORT_DTYPE = np.float16
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a uint8 H x W x 3 image to ``size`` = (height, width)."""
-    if image.shape[:2] == tuple(size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
-
-
-def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an H x W label map to ``size`` = (height, width)."""
-    if labels.shape == tuple(size):
-        return labels
-    return np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((size[1], size[0]), Image.NEAREST))
 
 
 def labels_from_low_res(image: np.ndarray, low_res: np.ndarray, stride: int, crf: bool = True,

@@ -92,25 +92,6 @@ def generate(output: str, num_images: int = 40, size: int = 128, num_classes: in
     return splits
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deeplab_core.synthetic", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", required=True, help="dataset root: local path, s3://bucket/prefix, any fsspec URI")
-    parser.add_argument("--num-images", type=int, default=40)
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
-    parser.add_argument("--num-classes", type=int, default=4, help="including background")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--val-fraction", type=float, default=0.25)
-    args = parser.parse_args(argv)
-    splits = generate(args.output, args.num_images, args.size, args.num_classes, args.seed, args.val_fraction)
-    print(f"wrote {sum(map(len, splits.values()))} images ({len(splits['train'])} train, {len(splits['val'])} val, "
-          f"{args.num_classes} classes) to {args.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def simulated_logits(mask: np.ndarray, num_classes: int, rng: np.random.Generator, stride: int = 8,
                      sharpness: float = 12.0, noise: float = 1.0, absent_margin: float = 8.0,
                      distractors: int = 1) -> np.ndarray:
@@ -135,3 +116,22 @@ def simulated_logits(mask: np.ndarray, num_classes: int, rng: np.random.Generato
                                                                              replace=False))
     logits[quiet] -= absent_margin
     return logits.astype(np.float32)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deeplab_core.synthetic", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", required=True, help="dataset root: local path, s3://bucket/prefix, any fsspec URI")
+    parser.add_argument("--num-images", type=int, default=40)
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--num-classes", type=int, default=4, help="including background")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-fraction", type=float, default=0.25)
+    args = parser.parse_args(argv)
+    splits = generate(args.output, args.num_images, args.size, args.num_classes, args.seed, args.val_fraction)
+    print(f"wrote {sum(map(len, splits.values()))} images ({len(splits['train'])} train, {len(splits['val'])} val, "
+          f"{args.num_classes} classes) to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

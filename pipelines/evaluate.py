@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from deeplab_core.checkpoint import CheckpointError, load_checkpoint
 from deeplab_core.data import DatasetError, image_uri, mask_uri, read_split
-from deeplab_core.inference import resize_labels
+from deeplab_core.data.transforms import resize_labels
 from deeplab_core.io import join_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
 from pipelines.segment import add_model_options, crf_params, model_stage_resources

@@ -23,11 +23,23 @@ def _rng(rng: np.random.Generator | None) -> np.random.Generator:
     return rng if rng is not None else np.random.default_rng()
 
 
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a uint8 H x W x 3 image to ``size`` = (height, width)."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an H x W label map to ``size`` = (height, width): class ids are never blended."""
+    if labels.shape == tuple(size):
+        return labels
+    return np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((size[1], size[0]), Image.NEAREST))
+
+
 def resize_pair(image: np.ndarray, mask: np.ndarray, height: int, width: int) -> Sample:
-    """Bilinear for the image, nearest neighbour for the mask (class ids must not be blended)."""
-    image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-    mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
-    return image, mask
+    """Bilinear for the image, nearest neighbour for the mask."""
+    return resize_image(image, (height, width)), resize_labels(mask, (height, width))
 
 
 class Compose:
