@@ -130,7 +130,7 @@ bool Lattice<D>::build(int pixels, const Features &features) {
         int16_t key[D];
         size_t hash;
     };
-    std::vector<Pending> pending(static_cast<size_t>(kBatch) * 2 * (D + 1));
+    std::vector<Pending> pending(static_cast<size_t>(kBatch) * (D + 1));  // D+1 vertices per pixel
     float f[D], elevated[D + 1], rem0[D + 1], bary[D + 2];
     int rank[D + 1];
     for (int first = 0; first < pixels; first += kBatch) {
@@ -198,7 +198,7 @@ bool Lattice<D>::build(int pixels, const Features &features) {
     // Blur neighbours: along axis j, a vertex's neighbours are the vertex -1 (+D on coordinate j) and +1 (-D).
     num_vertices = table.size();
     neighbours.assign(static_cast<size_t>(D + 1) * num_vertices * 2, 0);
-    const int vertex_batch = kBatch / 2;
+    const int vertex_batch = kBatch / 2;  // 2 (D+1) neighbours per vertex: the same `pending`
     for (int first = 0; first < num_vertices; first += vertex_batch) {
         const int last = std::min(num_vertices, first + vertex_batch);
         Pending *slot = pending.data();
@@ -229,7 +229,6 @@ bool Lattice<D>::build(int pixels, const Features &features) {
     }
     // Symmetric normalisation: 1 / sqrt(K 1).
     std::vector<float> ones(pixels, 1.f), filtered(pixels), a, b;
-    norm.clear();
     filter(ones.data(), filtered.data(), 1, a, b);
     norm.resize(pixels);
     for (int i = 0; i < pixels; ++i) norm[i] = static_cast<float>(1.0 / std::sqrt(filtered[i] + 1e-20));
@@ -249,16 +248,14 @@ template <int D, int V, bool Message>
 void filter_values(const Lattice<D> &lattice, const float *in, float *out, int runtime_values, float weight,
                    float *values, float *scratch) {
     const int nv = V > 0 ? V : runtime_values;
-    const size_t stride = nv;
-    const size_t slots = (lattice.num_vertices + 1) * stride;
-    std::fill(values, values + slots, 0.f);
-    std::fill(scratch, scratch + stride, 0.f);  // the absent-neighbour slot
+    std::fill(values, values + static_cast<size_t>(lattice.num_vertices + 1) * nv, 0.f);
+    std::fill(scratch, scratch + nv, 0.f);  // the absent-neighbour slot
     const int pixels = lattice.num_pixels;
     for (int i = 0; i < pixels; ++i) {
         const int *o = &lattice.offset[static_cast<size_t>(i) * (D + 1)];
         if (i + kPixelLookahead < pixels)
             for (int r = 0; r <= D; ++r)
-                __builtin_prefetch(values + static_cast<size_t>(o[kPixelLookahead * (D + 1) + r]) * stride, 1);
+                __builtin_prefetch(values + static_cast<size_t>(o[kPixelLookahead * (D + 1) + r]) * nv, 1);
         const float *w = &lattice.barycentric[static_cast<size_t>(i) * (D + 1)];
         const float *value = in + static_cast<size_t>(i) * nv;
         for (int first = 0; first < nv; first += kMaxFixedValues) {
@@ -266,7 +263,7 @@ void filter_values(const Lattice<D> &lattice, const float *in, float *out, int r
             float scaled[V > 0 ? V : kMaxFixedValues];
             for (int c = 0; c < count; ++c) scaled[c] = Message ? value[first + c] * lattice.norm[i] : value[first + c];
             for (int r = 0; r <= D; ++r) {
-                float *target = values + static_cast<size_t>(o[r]) * stride + first;
+                float *target = values + static_cast<size_t>(o[r]) * nv + first;
                 for (int c = 0; c < count; ++c) target[c] += w[r] * scaled[c];
             }
         }
@@ -277,13 +274,13 @@ void filter_values(const Lattice<D> &lattice, const float *in, float *out, int r
         const int vertices = lattice.num_vertices;
         for (int v = 0; v < vertices; ++v) {
             if (v + kBlurLookahead < vertices) {
-                __builtin_prefetch(current + static_cast<size_t>(axis[2 * (v + kBlurLookahead)]) * stride);
-                __builtin_prefetch(current + static_cast<size_t>(axis[2 * (v + kBlurLookahead) + 1]) * stride);
+                __builtin_prefetch(current + static_cast<size_t>(axis[2 * (v + kBlurLookahead)]) * nv);
+                __builtin_prefetch(current + static_cast<size_t>(axis[2 * (v + kBlurLookahead) + 1]) * nv);
             }
-            const float *__restrict own = current + static_cast<size_t>(v + 1) * stride;
-            const float *__restrict lower = current + static_cast<size_t>(axis[2 * v]) * stride;
-            const float *__restrict upper = current + static_cast<size_t>(axis[2 * v + 1]) * stride;
-            float *__restrict target = next + static_cast<size_t>(v + 1) * stride;
+            const float *__restrict own = current + static_cast<size_t>(v + 1) * nv;
+            const float *__restrict lower = current + static_cast<size_t>(axis[2 * v]) * nv;
+            const float *__restrict upper = current + static_cast<size_t>(axis[2 * v + 1]) * nv;
+            float *__restrict target = next + static_cast<size_t>(v + 1) * nv;
             for (int c = 0; c < nv; ++c) target[c] = own[c] + 0.5f * (lower[c] + upper[c]);
         }
         std::swap(current, next);
@@ -293,14 +290,14 @@ void filter_values(const Lattice<D> &lattice, const float *in, float *out, int r
         const int *o = &lattice.offset[static_cast<size_t>(i) * (D + 1)];
         if (i + kPixelLookahead < pixels)
             for (int r = 0; r <= D; ++r)
-                __builtin_prefetch(current + static_cast<size_t>(o[kPixelLookahead * (D + 1) + r]) * stride);
+                __builtin_prefetch(current + static_cast<size_t>(o[kPixelLookahead * (D + 1) + r]) * nv);
         const float *w = &lattice.barycentric[static_cast<size_t>(i) * (D + 1)];
         float *target = out + static_cast<size_t>(i) * nv;
         for (int first = 0; first < nv; first += kMaxFixedValues) {
             const int count = V > 0 ? V : std::min(nv - first, kMaxFixedValues);
             float sum[V > 0 ? V : kMaxFixedValues] = {};
             for (int r = 0; r <= D; ++r) {
-                const float *source = current + static_cast<size_t>(o[r]) * stride + first;
+                const float *source = current + static_cast<size_t>(o[r]) * nv + first;
                 if (nv <= 2) {  // densecrf's scalar path (up to 2 values) rounds in this order
                     for (int c = 0; c < count; ++c) sum[c] += w[r] * source[c] * alpha;
                 } else {
@@ -406,9 +403,9 @@ bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Se
     const size_t size = static_cast<size_t>(pixels) * labels;
 
     std::shared_ptr<const Lattice<2>> spatial = spatial_lattice(s.height, s.width, s.gaussian_xy_std);
+    if (!spatial) return false;
     Lattice<5> bilateral;
     const int width = s.width;
-    if (!spatial) return false;
     const bool built = bilateral.build(pixels, [&](int k, float *f) {
         f[0] = (k % width) / s.bilateral_xy_std;
         f[1] = (k / width) / s.bilateral_xy_std;

@@ -19,9 +19,9 @@ import torch
 
 from deeplab_core.checkpoint import load_model
 from deeplab_core.data import check_mask
+from deeplab_core.data.transforms import resize_image, resize_labels
 from deeplab_core.inference import (
-    TRANSPORT_DTYPE, batch_images, fit_max_side, labels_from_low_res, low_res_size, predict_low_res, resize_image,
-    resize_labels,
+    TRANSPORT_DTYPE, batch_images, fit_max_side, labels_from_low_res, low_res_size, predict_low_res,
 )
 from deeplab_core.io import decode_image, decode_mask, encode_palette_png, encode_png, overlay, read_bytes, write_bytes
 from pipelines.inputs import output_uri
@@ -102,7 +102,7 @@ class Predictor:
             try:
                 images = batch_images([batch["image"][r] for r in members], self.stride, self.mean, self.std)
                 low = predict_low_res(self.model, images.to(self.device), self.scales, self.flip)
-                low = low.to(torch.float16).cpu().numpy()
+                low = low.cpu().numpy().astype(TRANSPORT_DTYPE)  # rounded as segment_image rounds
             except Exception as err:  # noqa: BLE001 - e.g. out of memory on one huge group
                 for r in members:
                     errors[r] = describe(err)
@@ -110,7 +110,7 @@ class Predictor:
             share = (time.perf_counter() - started) / len(members)
             for index, r in enumerate(members):
                 grid = low_res_size(*batch["image"][r].shape[:2], self.stride)
-                logits[r] = np.ascontiguousarray(low[index, :, : grid[0], : grid[1]]).astype(TRANSPORT_DTYPE)
+                logits[r] = np.ascontiguousarray(low[index, :, : grid[0], : grid[1]])
                 seconds[r] = share
         return {**{key: list(values) for key, values in batch.items()}, "error": errors, "logits": logits,
                 "seconds_model": seconds}

@@ -8,18 +8,17 @@ from __future__ import annotations
 import numpy as np
 import ray.data
 
-from deeplab_core.data import image_uri, mask_uri, read_sample, train_transform
+from deeplab_core.data import read_sample, train_transform
 from deeplab_core.data.transforms import Compose
 
 
-def training_items(root: str, ids: list[str], num_rows: int, seed: int) -> list[dict]:
+def training_items(ids: list[str], num_rows: int, seed: int) -> list[dict]:
     """``num_rows`` samples: the ids in a fresh seeded order each epoch, each with its own augmentation seed."""
     rng = np.random.default_rng(seed)
     items: list[dict] = []
     while len(items) < num_rows:
         for index in rng.permutation(len(ids)):
-            items.append({"index": int(index), "image_uri": image_uri(root, ids[index]),
-                          "mask_uri": mask_uri(root, ids[index]), "seed": int(rng.integers(2**62))})
+            items.append({"index": int(index), "seed": int(rng.integers(2**62))})
             if len(items) == num_rows:
                 break
     return items
@@ -60,7 +59,7 @@ class EvalSampleLoader:
 
 def training_dataset(root: str, ids: list[str], num_rows: int, crop_size: int, min_scale: float, max_scale: float,
                      num_classes: int, seed: int) -> ray.data.Dataset:
-    items = training_items(root, ids, num_rows, seed)
+    items = training_items(ids, num_rows, seed)
     loader = TrainingSampleLoader(root, ids, crop_size, min_scale, max_scale, num_classes)
     return ray.data.from_items(items).map_batches(loader, batch_size=8)
 
