@@ -16,8 +16,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deeplab_core.data.transforms import resize_image, resize_labels
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FUSIONS = ("max", "mean")
@@ -57,23 +55,6 @@ def pad_to_multiple(images: torch.Tensor, multiple: int, value: float = 0.0) -> 
     if pad_h == 0 and pad_w == 0:
         return images
     return F.pad(images, (0, pad_w, 0, pad_h), value=value)
-
-
-def batch_images(images: Sequence[np.ndarray], stride: int, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
-    """Normalise uint8 H x W x 3 images of any sizes and pad them into one N x 3 x H' x W' batch.
-
-    H' and W' are the largest height and width rounded up to ``stride``; each image sits top-left.
-    """
-    if not images:
-        raise ValueError("batch_images needs at least one image")
-    height = max(image.shape[0] for image in images)
-    width = max(image.shape[1] for image in images)
-    height, width = math.ceil(height / stride) * stride, math.ceil(width / stride) * stride
-    batch = torch.zeros((len(images), 3, height, width), dtype=torch.float32)
-    for index, image in enumerate(images):
-        batch[index, :, : image.shape[0], : image.shape[1]] = normalize(image, mean, std)
-    return batch
 
 
 def upsample_logits(low_res: torch.Tensor, size: tuple[int, int], stride: int) -> torch.Tensor:
@@ -141,61 +122,23 @@ def predict_logits(model: nn.Module, images: torch.Tensor, scales: Sequence[floa
     return upsample_logits(low_res, tuple(images.shape[-2:]), model.output_stride)
 
 
-def probabilities(logits: torch.Tensor | np.ndarray, dim: int = -3) -> torch.Tensor:
-    """Softmax over the class dimension (C in ... x C x H x W), computed in float32."""
-    return torch.softmax(torch.as_tensor(logits).float(), dim=dim)
+# Images with more pixels than this are segmented at reduced size (aspect kept) and their masks resized back:
+# one huge input must not exhaust a model actor's memory. 4.2 MP is 16 times a 512 x 512 image.
+DEFAULT_MAX_PIXELS = 2048 * 2048
 
 
-def fit_max_side(height: int, width: int, max_side: int | None) -> tuple[int, int]:
-    """The size to run the model at so that neither side exceeds ``max_side`` (aspect ratio kept)."""
-    if not max_side or max(height, width) <= max_side:
-        return height, width
-    ratio = max_side / max(height, width)
-    return max(1, round(height * ratio)), max(1, round(width * ratio))
-
-
-def segment(model: nn.Module, image: np.ndarray, scales: Sequence[float] = (1.0,), flip: bool = False,
-            mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
-    """Label map H x W (uint8 for < 256 classes) of one uint8 RGB image, without CRF."""
-    device = next(model.parameters()).device
-    batch = normalize(image, mean, std).unsqueeze(0).to(device)
-    logits = predict_logits(model, batch, scales, flip)[0]
-    return logits.argmax(0).cpu().numpy().astype(np.uint8 if logits.shape[0] <= 256 else np.int32)
+def working_size(height: int, width: int, max_side: int | None = None,
+                 max_pixels: int | None = None) -> tuple[int, int]:
+    """The size to run the model at: neither side above ``max_side``, at most ``max_pixels`` pixels, aspect kept."""
+    if max_side and max(height, width) > max_side:
+        ratio = max_side / max(height, width)
+        height, width = max(1, round(height * ratio)), max(1, round(width * ratio))
+    if max_pixels and height * width > max_pixels:
+        ratio = math.sqrt(max_pixels / (height * width))
+        height, width = max(1, math.floor(height * ratio)), max(1, math.floor(width * ratio))
+    return height, width
 
 
 # Low-resolution logits travel between machines in this dtype: half the bytes of float32, and class scores need
 # no more precision. ``segment_image`` applies the same rounding, so in-process results equal a pipeline's.
 TRANSPORT_DTYPE = np.float16
-
-
-def labels_from_low_res(image: np.ndarray, low_res: np.ndarray, stride: int, crf: bool = True,
-                        **crf_params) -> np.ndarray:
-    """H x W uint8 labels of ``image`` (uint8 H x W x 3) from its C x h x w low-resolution logits.
-
-    With ``crf`` the logits are upsampled and refined by the dense CRF (``deeplab_core.crf.dense_crf``), else the
-    upsampled logits' argmax is taken.
-    """
-    from deeplab_core.crf import refine_low_res
-
-    if crf:
-        return refine_low_res(image, low_res, stride, **crf_params).astype(np.uint8)
-    size = image.shape[:2]
-    logits = upsample_logits(as_tensor(low_res, np.float32), size, stride)
-    return logits.argmax(0).numpy().astype(np.uint8)
-
-
-def segment_image(model: nn.Module, image: np.ndarray, scales: Sequence[float] = (1.0,), flip: bool = False,
-                  crf: bool = True, max_side: int | None = None, mean: Sequence[float] = IMAGENET_MEAN,
-                  std: Sequence[float] = IMAGENET_STD, **crf_params) -> np.ndarray:
-    """The whole per-image computation of the segmentation pipeline, in-process: H x W uint8 labels.
-
-    The image is shrunk to ``max_side`` if larger, the model's low-resolution logits are rounded to
-    ``TRANSPORT_DTYPE``, refined by the CRF (or arg-maxed), and the labels resized back to the input's size.
-    """
-    height, width = image.shape[:2]
-    working = resize_image(image, fit_max_side(height, width, max_side))
-    device = next(model.parameters()).device
-    batch = normalize(working, mean, std).unsqueeze(0).to(device)
-    low_res = predict_low_res(model, batch, scales, flip)[0].cpu().numpy().astype(TRANSPORT_DTYPE)
-    labels = labels_from_low_res(working, low_res, model.output_stride, crf, **crf_params)
-    return resize_labels(labels, (height, width))

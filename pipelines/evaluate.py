@@ -17,12 +17,13 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw
 
-from deeplab_core.checkpoint import CheckpointError, load_checkpoint
+from deeplab_core.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint
 from deeplab_core.data import DatasetError, image_uri, mask_uri, read_split
 from deeplab_core.data.transforms import resize_labels
 from deeplab_core.io import join_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
-from pipelines.segment import add_model_options, crf_params, model_stage_resources
+from pipelines.options import HelpFormatter, add_model_options
+from pipelines.runtime import explain
 
 REPORT_FILE, MATRIX_FILE = "report.json", "confusion_matrix.png"
 
@@ -35,25 +36,29 @@ class Scorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         plain, refined = ConfusionMatrix(self.num_classes), ConfusionMatrix(self.num_classes)
-        errors = []
+        errors, precisions = [], sorted({str(p) for p in batch["precision"]})
         for row in range(len(batch["uri"])):
             if batch["error"][row]:
                 errors.append(str(batch["error"][row]))
                 continue
             label = batch["label"][row]
-            plain.update(resize_labels(batch["labels_plain"][row], label.shape), label)
+            plain.update(resize_labels(batch["labels"][row], label.shape), label)
             if self.with_crf:
-                refined.update(resize_labels(batch["labels"][row], label.shape), label)
-        return {"plain": [plain.counts.ravel()], "crf": [refined.counts.ravel()], "errors": [json.dumps(errors)]}
+                refined.update(resize_labels(batch["labels_crf"][row], label.shape), label)
+        return {"plain": [plain.counts.ravel()], "crf": [refined.counts.ravel()], "errors": [json.dumps(errors)],
+                "precisions": [json.dumps(precisions)]}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--data", required=True, help="VOC-layout dataset root")
     parser.add_argument("--split", default="val", help="which ImageSets/Segmentation/<split>.txt to evaluate")
     parser.add_argument("--output", required=True, help="where report.json and confusion_matrix.png go")
     parser.add_argument("--crf", action="store_true", help="also score the dense-CRF labels")
+    parser.add_argument("--allow-failures", action="store_true",
+                        help="exit 0 even when some images could not be read or scored (they are listed in the "
+                             "report either way)")
     add_model_options(parser)
     return parser.parse_args(argv)
 
@@ -62,19 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         checkpoint = load_checkpoint(args.checkpoint)
+        build_from_checkpoint(checkpoint)  # a config that does not fit the weights fails here, not in every actor
         ids = read_split(args.data, args.split)
-    except (CheckpointError, DatasetError, PermissionError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (CheckpointError, DatasetError, OSError) as err:
+        print(f"error: {explain(err)}", file=sys.stderr)
         return 2
     config = checkpoint.config
     num_classes = config["num_classes"]
     print(f"[evaluate] {len(ids)} images of {args.data} ({args.split}) with model {checkpoint.digest}", flush=True)
 
-    plain, refined, failures = run_pipeline(args, ids, checkpoint)
+    plain, refined, failures, precision = run_pipeline(args, ids, checkpoint)
 
     report = {
         "data": args.data, "split": args.split, "model": checkpoint.digest, "checkpoint": checkpoint.uri,
-        "scales": list(args.scales), "flip": args.flip, "images": len(ids), "failed": failures,
+        "scales": list(args.scales), "flip": args.flip, "precision": precision, "images": len(ids), "failed": failures,
         "without_crf": plain.summary(config["class_names"]),
     }
     if args.crf:
@@ -86,30 +92,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.crf:
         line += f"; with CRF {refined.miou():.4f} (pixel accuracy {refined.pixel_accuracy():.4f})"
     print(f"{line}; {len(failures)} images failed; report in {join_uri(args.output, REPORT_FILE)}", flush=True)
+    if failures and not args.allow_failures:
+        print(f"error: {len(failures)} of {len(ids)} images failed (first: {failures[0]}); the scores above leave "
+              "them out; pass --allow-failures to accept that", file=sys.stderr)
+        return 1
     return 0
 
 
-def run_pipeline(args: argparse.Namespace, ids: list[str], checkpoint) -> tuple[ConfusionMatrix, ConfusionMatrix, list]:
+def run_pipeline(args: argparse.Namespace, ids: list[str], checkpoint) -> tuple[ConfusionMatrix, ConfusionMatrix, list, str]:
     import ray.data
 
     from pipelines.runtime import init_ray
-    from pipelines.stages import Predictor, ReadImages, Refiner
+    from pipelines.stages import add_model_stages
 
     init_ray()
-    config = checkpoint.config
-    num_classes = config["num_classes"]
-    items = [{"uri": image_uri(args.data, i), "label_uri": mask_uri(args.data, i), "relative": i} for i in ids]
-    dataset = (
-        ray.data.from_items(items)
-        .map_batches(ReadImages(args.max_side, num_classes), batch_size=args.batch_size)
-        .map_batches(Predictor, fn_constructor_kwargs={"checkpoint": checkpoint.uri, "scales": args.scales,
-                                                       "flip": args.flip},
-                     batch_size=args.batch_size, **model_stage_resources(args))
-        .map_batches(Refiner(config["output_stride"], crf=args.crf, plain_too=True,
-                             crf_params=crf_params(args)), batch_size=1, num_cpus=args.crf_cpus)
-        .map_batches(Scorer(num_classes, args.crf), batch_size=16)
-    )
-    plain, refined, failures = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes), []
+    num_classes = checkpoint.config["num_classes"]
+    items = [{"uri": image_uri(args.data, i), "label_uri": mask_uri(args.data, i), "error": ""} for i in ids]
+    dataset = add_model_stages(ray.data.from_items(items), args, checkpoint, crf=args.crf, plain=True,
+                               keep_image=False, num_classes=num_classes)
+    dataset = dataset.map_batches(Scorer(num_classes, args.crf), batch_size=16)
+    plain, refined, failures, precisions = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes), [], set()
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         for counts in batch["plain"]:
             plain = plain + ConfusionMatrix(num_classes, np.asarray(counts).reshape(num_classes, num_classes))
@@ -117,7 +119,9 @@ def run_pipeline(args: argparse.Namespace, ids: list[str], checkpoint) -> tuple[
             refined = refined + ConfusionMatrix(num_classes, np.asarray(counts).reshape(num_classes, num_classes))
         for errors in batch["errors"]:
             failures.extend(json.loads(str(errors)))
-    return plain, refined, failures
+        for names in batch["precisions"]:
+            precisions.update(json.loads(str(names)))
+    return plain, refined, failures, ",".join(sorted(precisions))
 
 
 def render_confusion_matrix(matrix: ConfusionMatrix, class_names: list[str]) -> bytes:

@@ -8,6 +8,7 @@ as done on the next run.
 
 from __future__ import annotations
 
+import io
 import posixpath
 import time
 import uuid
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from deeplab_core.io import filesystem, join_uri
+from deeplab_core.io import filesystem, join_uri, write_bytes
 
 MANIFEST_DIR = "manifest"
 SCHEMA = pa.schema([
@@ -31,6 +32,7 @@ SCHEMA = pa.schema([
     ("model", pa.string()),
     ("seconds_model", pa.float64()),
     ("seconds_crf", pa.float64()),
+    ("precision", pa.string()),  # the model's arithmetic: fp32, bf16 or fp16
 ])
 
 
@@ -56,14 +58,34 @@ def read_manifest(output: str) -> pa.Table:
     tables = []
     for path in paths:
         with fs.open(path, "rb") as f:
-            tables.append(pq.read_table(f).select(SCHEMA.names).cast(SCHEMA))
+            tables.append(_conform(pq.read_table(f)))
     return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 
 
-def completed_uris(output: str) -> set[str]:
+def _conform(table: pa.Table) -> pa.Table:
+    """The table in today's schema; columns added since it was written are null."""
+    for field in SCHEMA:
+        if field.name not in table.column_names:
+            table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
+    return table.select(SCHEMA.names).cast(SCHEMA)
+
+
+def completed(output: str) -> dict[str, str]:
+    """``{input uri: mask uri}`` of the inputs already segmented into ``output``."""
     table = read_manifest(output)
-    ok = pc.equal(table.column("status"), "ok")
-    return set(table.filter(ok).column("uri").to_pylist())
+    done = table.filter(pc.equal(table.column("status"), "ok"))
+    return dict(zip(done.column("uri").to_pylist(), done.column("mask_uri").to_pylist()))
+
+
+def record_errors(output: str, errors: dict[str, str], crf: bool, model: str) -> None:
+    """Error rows for inputs that no stage reported (their worker died): written as one more run file."""
+    if not errors:
+        return
+    rows = [{"uri": uri, "status": "error", "error": message, "crf": crf, "model": model, "seconds_model": 0.0,
+             "seconds_crf": 0.0} for uri, message in errors.items()]
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), buffer)
+    write_bytes(join_uri(run_folder(output), "unreported.parquet"), buffer.getvalue())
 
 
 def compact(output: str) -> pa.Table:

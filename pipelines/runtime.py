@@ -63,3 +63,14 @@ def pyarrow_storage(uri: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
 
     fs, path = filesystem(uri)
     return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+
+
+def explain(error: Exception) -> str:
+    """One line for a driver's ``error:``: S3 access problems name the variables to check."""
+    if "Credentials" in type(error).__name__:
+        return (f"no S3 credentials found ({error}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
+                "AWS_ENDPOINT_URL for a non-AWS endpoint)")
+    if isinstance(error, PermissionError):
+        return (f"access denied ({error}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL) "
+                "for the bucket")
+    return str(error)

@@ -1,35 +1,42 @@
-"""The stages of the segmentation and evaluation pipelines, as ordinary callables for ``Dataset.map_batches``.
+"""The stages of the segmentation and evaluation pipelines, as ordinary callables for ``Dataset.map_batches``, and
+``add_model_stages``, which chains them the same way for both drivers.
 
     ReadImages (CPU tasks) -> Predictor (actor pool, GPU or CPU) -> Refiner (CPU tasks: CRF) -> ManifestWriter
 
 Rows carry ``error`` ("" when fine): a stage never raises for one bad input, it records the error and passes the row
 on, so every input reaches the manifest exactly once. The model math lives in ``deeplab_core``; these classes only
-move rows. Between the predictor and the refiner each row carries low-resolution logits (C x H/s x W/s, float16),
-not full-resolution probabilities.
+move rows. Rows travel light: uint8 images into the model actors; out of them, low-resolution float16 logits when a
+CRF follows (``logits``), else uint8 labels computed on the device (``labels``); the image column only where a later
+stage needs it. The CRF writes ``labels_crf``.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections import defaultdict
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from deeplab_core.checkpoint import load_model
+from deeplab_core.crf import refine_low_res
 from deeplab_core.data import check_mask
 from deeplab_core.data.transforms import resize_image, resize_labels
-from deeplab_core.inference import (
-    TRANSPORT_DTYPE, batch_images, fit_max_side, labels_from_low_res, low_res_size, predict_low_res,
-)
+from deeplab_core.inference import TRANSPORT_DTYPE, working_size
 from deeplab_core.io import decode_image, decode_mask, encode_palette_png, encode_png, overlay, read_bytes, write_bytes
+from deeplab_core.runner import ModelRunner
 from pipelines.inputs import output_uri
 from pipelines.manifest import SCHEMA
 
 _NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
 _NO_LOGITS = np.zeros((1, 1, 1), TRANSPORT_DTYPE)
 _NO_LABELS = np.zeros((1, 1), np.uint8)
+# A model call that kills its actor (out of memory, a crashed driver) is retried once on a fresh actor; then its
+# block fails, is skipped (max_errored_blocks), and the driver records its inputs as errors. Ray Data's default is
+# to retry forever, which turns one bad input into a job that never ends.
+ACTOR_RETRIES = {"max_restarts": -1, "max_task_retries": 1}
+TASK_RETRIES = {"max_retries": 1}
 
 
 def describe(error: Exception) -> str:
@@ -38,31 +45,42 @@ def describe(error: Exception) -> str:
     return f"{type(error).__name__}: {message}"
 
 
-class ReadImages:
-    """Read and decode each input; shrink it to ``max_side``. With a ``label_uri`` column, decode labels too."""
+def _copy_columns(batch: dict, drop: tuple[str, ...] = ()) -> dict[str, list]:
+    # Lists, not arrays: numpy's fixed-width strings would truncate longer error messages appended later.
+    return {key: list(values) for key, values in batch.items() if key not in drop}
 
-    def __init__(self, max_side: int | None = None, num_classes: int | None = None) -> None:
-        self.max_side, self.num_classes = max_side, num_classes
+
+class ReadImages:
+    """Read and decode each input; shrink it to ``max_side`` / ``max_pixels``. With ``label_uri``, decode labels.
+
+    Rows arriving with an ``error`` (an input refused when listed) are passed on unread.
+    """
+
+    def __init__(self, max_side: int | None = None, max_pixels: int | None = None,
+                 num_classes: int | None = None) -> None:
+        self.max_side, self.max_pixels, self.num_classes = max_side, max_pixels, num_classes
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = defaultdict(list)
+        out: dict[str, list] = _copy_columns(batch, drop=("error",))
         labelled = "label_uri" in batch
+        for key in ("image", "height", "width", "error") + (("label",) if labelled else ()):
+            out[key] = []
         for row in range(len(batch["uri"])):
             uri = str(batch["uri"][row])
-            image, label, error = _NO_IMAGE, _NO_LABELS, ""
+            image, label, error = _NO_IMAGE, _NO_LABELS, str(batch["error"][row]) if "error" in batch else ""
             height = width = 0
-            try:
-                original = decode_image(read_bytes(uri), uri)
-                height, width = original.shape[:2]
-                image = resize_image(original, fit_max_side(height, width, self.max_side))
-                if labelled:
-                    label_uri = str(batch["label_uri"][row])
-                    label = decode_mask(read_bytes(label_uri), label_uri)
-                    check_mask(label, original.shape, self.num_classes, label_uri)
-            except Exception as err:  # noqa: BLE001 - any failure of one input is recorded, never fatal
-                image, label, error = _NO_IMAGE, _NO_LABELS, describe(err)
-            for key in batch:
-                out[key].append(batch[key][row])
+            if not error:
+                try:
+                    original = decode_image(read_bytes(uri), uri)
+                    height, width = original.shape[:2]
+                    image = resize_image(original, working_size(height, width, self.max_side, self.max_pixels))
+                    del original
+                    if labelled:
+                        label_uri = str(batch["label_uri"][row])
+                        label = decode_mask(read_bytes(label_uri), label_uri)
+                        check_mask(label, (height, width), self.num_classes, label_uri)
+                except Exception as err:  # noqa: BLE001 - any failure of one input is recorded, never fatal
+                    image, label, error = _NO_IMAGE, _NO_LABELS, describe(err)
             out["image"].append(image)
             out["height"].append(height)
             out["width"].append(width)
@@ -73,78 +91,79 @@ class ReadImages:
 
 
 class Predictor:
-    """Actor: loads the model once, then emits each image's low-resolution logits (float16).
+    """Actor: loads the model once onto its device, then runs every batch through a ``ModelRunner``.
 
-    Images are batched with others of the same stride-padded size, so every image is padded exactly as when it is
-    segmented alone (``deeplab_core.inference.segment_image``) and the results are identical.
+    Emits ``logits`` (low-resolution, ``TRANSPORT_DTYPE``) and/or ``labels`` (uint8, the device's argmax), the
+    seconds each image took and the precision that produced it; drops ``image`` unless ``keep_image``.
     """
 
-    def __init__(self, checkpoint: str, scales: tuple[float, ...] = (1.0,), flip: bool = False) -> None:
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, loaded = load_model(checkpoint)
-        self.model.to(self.device)
-        self.mean, self.std = loaded.config["mean"], loaded.config["std"]
-        self.scales, self.flip = tuple(scales), flip
-        self.stride = self.model.output_stride
+    def __init__(self, checkpoint: str, scales: tuple[float, ...] = (1.0,), flip: bool = False,
+                 precision: str = "auto", batch_size: int = 8, logits: bool = True, labels: bool = False,
+                 keep_image: bool = True) -> None:
+        model, loaded = load_model(checkpoint)
+        self.runner = ModelRunner(model, precision=precision, scales=scales, flip=flip, mean=loaded.config["mean"],
+                                  std=loaded.config["std"], batch_size=batch_size)
+        self.logits, self.labels, self.keep_image = logits, labels, keep_image
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         rows = len(batch["uri"])
-        errors = [str(e) for e in batch["error"]]  # a list: numpy's fixed-width strings would truncate messages
+        out = _copy_columns(batch, drop=() if self.keep_image else ("image",))
+        errors = out["error"] = [str(e) for e in batch["error"]]
         logits: list[np.ndarray] = [_NO_LOGITS] * rows
+        labels: list[np.ndarray] = [_NO_LABELS] * rows
         seconds = [0.0] * rows
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for row in range(rows):
-            if not errors[row]:
-                height, width = batch["image"][row].shape[:2]
-                groups[low_res_size(height, width, self.stride)].append(row)
-        for members in groups.values():
+        todo = [row for row in range(rows) if not errors[row]]
+        for call in self.runner.plan([batch["image"][row].shape[:2] for row in todo]):
+            members = [todo[index] for index in call]
+            images = [batch["image"][row] for row in members]
             started = time.perf_counter()
             try:
-                images = batch_images([batch["image"][r] for r in members], self.stride, self.mean, self.std)
-                low = predict_low_res(self.model, images.to(self.device), self.scales, self.flip)
-                low = low.cpu().numpy().astype(TRANSPORT_DTYPE)  # rounded as segment_image rounds
-            except Exception as err:  # noqa: BLE001 - e.g. out of memory on one huge group
-                for r in members:
-                    errors[r] = describe(err)
+                if self.logits:
+                    for row, low in zip(members, self.runner.low_res(images)):
+                        logits[row] = low
+                if self.labels:
+                    for row, plain in zip(members, self.runner.labels(images)):
+                        labels[row] = plain
+            except Exception as err:  # noqa: BLE001 - e.g. out of memory on one group: its rows fail, not the job
+                for row in members:
+                    errors[row] = describe(err)
                 continue
             share = (time.perf_counter() - started) / len(members)
-            for index, r in enumerate(members):
-                grid = low_res_size(*batch["image"][r].shape[:2], self.stride)
-                logits[r] = np.ascontiguousarray(low[index, :, : grid[0], : grid[1]])
-                seconds[r] = share
-        return {**{key: list(values) for key, values in batch.items()}, "error": errors, "logits": logits,
-                "seconds_model": seconds}
+            for row in members:
+                seconds[row] = share
+        if self.logits:
+            out["logits"] = logits
+        if self.labels:
+            out["labels"] = labels
+        out["seconds_model"] = seconds
+        out["precision"] = [self.runner.precision] * rows
+        return out
 
 
 class Refiner:
-    """CPU task: labels from the low-resolution logits, by dense CRF (``crf``) or argmax; ``plain_too`` also keeps
-    the argmax labels (evaluation scores both from one model pass). The logits column is dropped here."""
+    """CPU task: dense-CRF labels (``labels_crf``) from each row's image and low-resolution logits; drops the
+    logits column, and the image unless ``keep_image``."""
 
-    def __init__(self, stride: int, crf: bool, plain_too: bool = False, crf_params: dict | None = None) -> None:
-        self.stride, self.crf, self.plain_too, self.crf_params = stride, crf, plain_too, crf_params or {}
+    def __init__(self, stride: int, crf_params: dict | None = None, keep_image: bool = True) -> None:
+        self.stride, self.crf_params = stride, crf_params or {}
+        self.drop = ("logits",) if keep_image else ("logits", "image")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out = {key: list(values) for key, values in batch.items() if key != "logits"}
+        out = _copy_columns(batch, drop=self.drop)
         out["error"] = [str(e) for e in out["error"]]
-        out["labels"], out["seconds_crf"] = [], []
-        if self.plain_too:
-            out["labels_plain"] = []
+        out["labels_crf"], out["seconds_crf"] = [], []
         for row in range(len(batch["uri"])):
-            labels, plain, seconds = _NO_LABELS, _NO_LABELS, 0.0
+            labels, seconds = _NO_LABELS, 0.0
             if not out["error"][row]:
-                image, low = batch["image"][row], batch["logits"][row]
                 started = time.perf_counter()
                 try:
-                    labels = labels_from_low_res(image, low, self.stride, self.crf, **self.crf_params)
-                    seconds = time.perf_counter() - started if self.crf else 0.0
-                    if self.plain_too:
-                        plain = labels if not self.crf else labels_from_low_res(image, low, self.stride, crf=False)
+                    labels = refine_low_res(batch["image"][row], batch["logits"][row], self.stride,
+                                            **self.crf_params).astype(np.uint8)
+                    seconds = time.perf_counter() - started
                 except Exception as err:  # noqa: BLE001
                     out["error"][row] = describe(err)
-            out["labels"].append(labels)
+            out["labels_crf"].append(labels)
             out["seconds_crf"].append(seconds)
-            if self.plain_too:
-                out["labels_plain"].append(plain)
         return out
 
 
@@ -154,6 +173,7 @@ class ManifestWriter:
     def __init__(self, output: str, num_classes: int, model_digest: str, crf: bool, overlays: bool) -> None:
         self.output, self.num_classes, self.model_digest = output, num_classes, model_digest
         self.crf, self.overlays = crf, overlays
+        self.labels_column = "labels_crf" if crf else "labels"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         rows = []
@@ -161,7 +181,9 @@ class ManifestWriter:
             uri, error = str(batch["uri"][row]), str(batch["error"][row])
             record = {"uri": uri, "status": "error", "error": error or None, "width": None, "height": None,
                       "mask_uri": None, "class_pixels": None, "crf": self.crf, "model": self.model_digest,
-                      "seconds_model": float(batch["seconds_model"][row]), "seconds_crf": float(batch["seconds_crf"][row])}
+                      "seconds_model": float(batch["seconds_model"][row]),
+                      "seconds_crf": float(batch["seconds_crf"][row]) if "seconds_crf" in batch else 0.0,
+                      "precision": str(batch["precision"][row])}
             if not error:
                 try:
                     record.update(self._write(batch, row))
@@ -172,13 +194,38 @@ class ManifestWriter:
 
     def _write(self, batch: dict[str, np.ndarray], row: int) -> dict:
         height, width = int(batch["height"][row]), int(batch["width"][row])
-        relative = str(batch["relative"][row])
-        labels = batch["labels"][row]
+        name = str(batch["name"][row])
+        labels = batch[self.labels_column][row]
         mask = resize_labels(labels, (height, width))
-        mask_uri = output_uri(self.output, "masks", relative)
+        mask_uri = output_uri(self.output, "masks", name)
         write_bytes(mask_uri, encode_palette_png(mask))
         if self.overlays:
-            write_bytes(output_uri(self.output, "overlays", relative), encode_png(overlay(batch["image"][row], labels)))
+            write_bytes(output_uri(self.output, "overlays", name), encode_png(overlay(batch["image"][row], labels)))
         counts = np.bincount(mask.ravel(), minlength=self.num_classes)[: self.num_classes]
         return {"status": "ok", "width": width, "height": height, "mask_uri": mask_uri,
                 "class_pixels": counts.astype(np.int64).tolist()}
+
+
+def add_model_stages(dataset, args: argparse.Namespace, checkpoint, *, crf: bool, plain: bool,
+                     keep_image: bool, num_classes: int | None = None):
+    """decode -> model -> (CRF) on ``dataset``, configured from the model options (``pipelines.options``).
+
+    ``plain``: also emit the model's own argmax labels (``labels``); ``keep_image``: keep the decoded image after
+    the CRF (overlays need it).
+    """
+    from pipelines.options import crf_params, model_stage_resources
+
+    dataset = dataset.map_batches(ReadImages(args.max_side, args.max_pixels, num_classes),
+                                  batch_size=args.batch_size, **TASK_RETRIES)
+    dataset = dataset.map_batches(
+        Predictor, fn_constructor_kwargs={"checkpoint": checkpoint.uri, "scales": args.scales, "flip": args.flip,
+                                          "precision": args.precision, "batch_size": args.batch_size,
+                                          "logits": crf, "labels": plain, "keep_image": crf or keep_image},
+        batch_size=args.batch_size, **model_stage_resources(args), **ACTOR_RETRIES)
+    if crf:
+        # One row per CRF task: every CPU given to the stage works while images are queued, however the model
+        # stage grouped its output.
+        dataset = dataset.repartition(target_num_rows_per_block=1).map_batches(
+            Refiner(checkpoint.config["output_stride"], crf_params(args), keep_image), batch_size=1, num_cpus=args.crf_cpus,
+            **TASK_RETRIES)
+    return dataset

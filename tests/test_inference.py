@@ -4,8 +4,8 @@ import torch
 from torch.nn import functional as F
 
 from deeplab_core.inference import (
-    IMAGENET_MEAN, IMAGENET_STD, batch_images, fit_max_side, low_res_size, normalize, predict_logits,
-    predict_low_res, segment, upsample_logits,
+    IMAGENET_MEAN, IMAGENET_STD, low_res_size, normalize, predict_logits, predict_low_res, upsample_logits,
+    working_size,
 )
 from deeplab_core.models import build_model
 
@@ -26,16 +26,6 @@ def test_normalize_applies_imagenet_statistics():
     assert torch.allclose(tensor[:, 0, 0], torch.tensor(expected))
     with pytest.raises(ValueError, match="uint8"):
         normalize(image.astype(np.float32))
-
-
-def test_batch_images_pads_each_image_to_the_common_stride_multiple():
-    a = np.full((20, 30, 3), 255, np.uint8)
-    b = np.zeros((35, 10, 3), np.uint8)
-    batch = batch_images([a, b], stride=16)
-    assert batch.shape == (2, 3, 48, 32)
-    assert torch.equal(batch[0, :, :20, :30], normalize(a))
-    assert torch.equal(batch[1, :, :35, :10], normalize(b))
-    assert batch[0, :, 20:].abs().sum() == 0 and batch[1, :, :, 10:].abs().sum() == 0
 
 
 def test_single_scale_equals_the_model_forward_on_stride_aligned_input(model):
@@ -93,13 +83,12 @@ def test_bad_fusion_and_scales_are_rejected(model):
         predict_low_res(model, images, scales=(0.0, 1.0))
 
 
-def test_segment_returns_a_label_map_at_image_size(model):
-    image = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
-    labels = segment(model, image)
-    assert labels.shape == (37, 53) and labels.dtype == np.uint8 and labels.max() < 4
-
-
-def test_fit_max_side_keeps_aspect_and_leaves_small_images():
-    assert fit_max_side(400, 300, 512) == (400, 300)
-    assert fit_max_side(2000, 1000, 500) == (500, 250)
-    assert fit_max_side(2000, 1000, None) == (2000, 1000)
+def test_working_size_keeps_aspect_and_leaves_small_images():
+    assert working_size(400, 300, 512) == (400, 300)
+    assert working_size(2000, 1000, 500) == (500, 250)
+    assert working_size(2000, 1000, None) == (2000, 1000)
+    assert working_size(9000, 12000, None, 2048 * 2048) == (1773, 2364)
+    height, width = working_size(9000, 12000, None, 2048 * 2048)
+    assert height * width <= 2048 * 2048 and abs(width / height - 12000 / 9000) < 1e-3
+    assert working_size(9000, 12000, 500, 2048 * 2048) == (375, 500)
+    assert working_size(100, 100, None, 2048 * 2048) == (100, 100)

@@ -36,7 +36,9 @@ def _open(data: bytes, uri: str) -> Image.Image:
         if claimed:
             raise ImageDecodeError(uri, f"corrupt {claimed} data (the header says {claimed}, the rest is unreadable)") from None
         raise ImageDecodeError(uri, "not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:  # PIL's message gives the image's size and the limit
+        raise ImageDecodeError(uri, f"too large to decode: {err}") from None
+    except (OSError, SyntaxError, ValueError) as err:
         raise ImageDecodeError(uri, f"corrupt or truncated image data ({err})") from None
     return image
 

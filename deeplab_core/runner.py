@@ -1,0 +1,163 @@
+"""Running a model over batches of images on one device, as fast as the device allows, and the whole per-image
+segmentation computation built on it.
+
+``ModelRunner`` takes uint8 images straight from the decoder: they are stacked and padded as uint8 (a quarter of
+float32's bytes), copied to the device from pinned memory without blocking, normalised there, and run in the chosen
+precision (bf16 autocast and channels_last on GPUs that support it). It returns either the low-resolution logits
+rounded to ``TRANSPORT_DTYPE`` (what the CRF needs) or, without a CRF, the labels: upsampling and argmax then happen
+on the device too and only uint8 labels come back.
+
+Images are batched only with others of the same stride-padded size, so each is padded exactly as when segmented
+alone: a pipeline's results equal ``segment_image``'s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch import nn
+
+from deeplab_core.crf import refine_low_res
+from deeplab_core.data.transforms import resize_image, resize_labels
+from deeplab_core.inference import (
+    IMAGENET_MEAN, IMAGENET_STD, TRANSPORT_DTYPE, as_tensor, low_res_size, predict_low_res, upsample_logits,
+    working_size,
+)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# A model call never holds more padded pixels than this (unless one image alone is larger): 8 images of 513 x 513,
+# or one of 2048 x 2048. It bounds the activations' memory whatever the image sizes.
+DEFAULT_BATCH_PIXELS = 2048 * 2048
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on a GPU that supports it, else fp32; other values are checked and returned."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class ModelRunner:
+    """A model on a device with its preprocessing, precision and batching policy."""
+
+    def __init__(self, model: nn.Module, device: torch.device | str | None = None, precision: str = "auto",
+                 scales: Sequence[float] = (1.0,), flip: bool = False, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, batch_size: int = 8,
+                 batch_pixels: int = DEFAULT_BATCH_PIXELS) -> None:
+        if batch_size < 1 or batch_pixels < 1:
+            raise ValueError(f"batch_size and batch_pixels must be >= 1, got {batch_size} and {batch_pixels}")
+        self.device = torch.device(device) if device is not None else default_device()
+        self.precision = resolve_precision(precision, self.device)
+        self.on_gpu = self.device.type == "cuda"
+        self.model = model.eval().to(self.device)
+        if self.on_gpu:
+            # channels_last lets cuDNN use its NHWC tensor-core kernels; on CPUs it would only change the rounding.
+            self.model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+        self.stride = model.output_stride
+        self.scales, self.flip = tuple(scales), flip
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.batch_size, self.batch_pixels = batch_size, batch_pixels
+
+    def plan(self, sizes: Sequence[tuple[int, int]]) -> list[list[int]]:
+        """Indices of ``sizes`` (height, width) grouped into model calls: same padded size, at most ``batch_size``
+        images and ``batch_pixels`` padded pixels each (an image larger than that budget goes alone)."""
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, (height, width) in enumerate(sizes):
+            groups[low_res_size(height, width, self.stride)].append(index)
+        calls = []
+        for grid, members in groups.items():
+            pixels = grid[0] * grid[1] * self.stride ** 2
+            per_call = max(1, min(self.batch_size, self.batch_pixels // pixels))
+            calls.extend(members[start: start + per_call] for start in range(0, len(members), per_call))
+        return calls
+
+    def low_res(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each image's C x ceil(H/s) x ceil(W/s) logits as ``TRANSPORT_DTYPE``; the images share a padded size."""
+        low = self._forward(images).cpu().numpy()
+        return [np.ascontiguousarray(low[i, :, : math.ceil(im.shape[0] / self.stride),
+                                          : math.ceil(im.shape[1] / self.stride)]) for i, im in enumerate(images)]
+
+    def labels(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each image's H x W uint8 labels (argmax of the upsampled logits, computed on the device)."""
+        low = self._forward(images).float()
+        height, width = low.shape[-2] * self.stride, low.shape[-1] * self.stride
+        labels = upsample_logits(low, (height, width), self.stride).argmax(1).to(torch.uint8).cpu().numpy()
+        return [np.ascontiguousarray(labels[i, : im.shape[0], : im.shape[1]]) for i, im in enumerate(images)]
+
+    @torch.inference_mode()
+    def _forward(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """N x C x h x w logits on the device, rounded to ``TRANSPORT_DTYPE`` (as every consumer sees them)."""
+        batch = self._normalised_batch(images)
+        autocast = (torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
+                    if self.precision in _AUTOCAST_DTYPES else nullcontext())
+        with autocast:
+            low = predict_low_res(self.model, batch, self.scales, self.flip)
+        return low.to(torch.float16)
+
+    def _normalised_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        if not images:
+            raise ValueError("ModelRunner needs at least one image")
+        for image in images:
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"expected uint8 H x W x 3 images, got {image.shape} {image.dtype}")
+        height = math.ceil(max(im.shape[0] for im in images) / self.stride) * self.stride
+        width = math.ceil(max(im.shape[1] for im in images) / self.stride) * self.stride
+        host = torch.zeros((len(images), height, width, 3), dtype=torch.uint8, pin_memory=self.on_gpu)
+        for index, image in enumerate(images):
+            host[index, : image.shape[0], : image.shape[1]] = as_tensor(image)
+        batch = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        batch = batch.sub_(self.mean).div_(self.std)
+        for index, image in enumerate(images):  # padding is 0 after normalisation: the mean colour
+            batch[index, :, image.shape[0]:, :] = 0.0
+            batch[index, :, :, image.shape[1]:] = 0.0
+        memory_format = torch.channels_last if self.on_gpu else torch.contiguous_format
+        return batch.contiguous(memory_format=memory_format)
+
+
+def labels_from_low_res(image: np.ndarray, low_res: np.ndarray, stride: int, crf: bool = True,
+                        **crf_params) -> np.ndarray:
+    """H x W uint8 labels of ``image`` (uint8 H x W x 3) from its C x h x w low-resolution logits.
+
+    With ``crf`` the logits are upsampled and refined by the dense CRF (``deeplab_core.crf.dense_crf``), else the
+    upsampled logits' argmax is taken.
+    """
+    if crf:
+        return refine_low_res(image, low_res, stride, **crf_params).astype(np.uint8)
+    logits = upsample_logits(as_tensor(low_res, np.float32), image.shape[:2], stride)
+    return logits.argmax(0).numpy().astype(np.uint8)
+
+
+def segment_image(model: nn.Module, image: np.ndarray, scales: Sequence[float] = (1.0,), flip: bool = False,
+                  crf: bool = True, max_side: int | None = None, max_pixels: int | None = None,
+                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                  precision: str = "auto", **crf_params) -> np.ndarray:
+    """The whole per-image computation of the segmentation pipeline, in-process: H x W uint8 labels.
+
+    The image is shrunk to fit ``max_side`` and ``max_pixels``, run through a ``ModelRunner`` on the model's
+    device, refined by the CRF from the transported low-resolution logits (or arg-maxed on the device), and the
+    labels resized back to the input's size.
+    """
+    height, width = image.shape[:2]
+    working = resize_image(image, working_size(height, width, max_side, max_pixels))
+    runner = ModelRunner(model, next(model.parameters()).device, precision, scales, flip, mean, std)
+    if crf:
+        labels = labels_from_low_res(working, runner.low_res([working])[0], runner.stride, True, **crf_params)
+    else:
+        labels = runner.labels([working])[0]
+    return resize_labels(labels, (height, width))

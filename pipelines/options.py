@@ -1,0 +1,114 @@
+"""Command-line options shared by the drivers: how the model and the CRF run, and checked number types.
+
+Each default is written once, here or in ``deeplab_core``, and the help text shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from deeplab_core.crf import DEFAULT_PRUNE_EPSILON, CRFParams
+from deeplab_core.inference import DEFAULT_MAX_PIXELS
+from deeplab_core.runner import PRECISIONS
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scales must be comma-separated numbers, got {text!r}") from None
+    if not scales or any(scale <= 0 for scale in scales):
+        raise argparse.ArgumentTypeError(f"--scales must be positive, got {text!r}")
+    return scales
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by segment and evaluate: how the model and the CRF run."""
+    parser.add_argument("--checkpoint", required=True,
+                        help="a checkpoint file, a training --output folder, or a Ray Train checkpoint folder")
+    parser.add_argument("--scales", type=parse_scales, default=(1.0,), help="multi-scale inference, e.g. 0.5,0.75,1.0")
+    parser.add_argument("--flip", action="store_true", help="also run on the mirrored image and average")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="model arithmetic: auto = bf16 on GPUs that support it, fp32 on CPUs")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per model call")
+    parser.add_argument("--model-actors", type=positive_int, default=None,
+                        help="model replicas (actors); default: one per GPU of the cluster, or 1 without GPUs")
+    parser.add_argument("--gpus-per-actor", type=positive_float, default=1.0,
+                        help="GPUs per model actor when the cluster has GPUs")
+    parser.add_argument("--cpus-per-actor", type=positive_float, default=1.0, help="CPUs per model actor")
+    parser.add_argument("--crf-cpus", type=positive_float, default=1.0, help="CPUs per CRF task")
+    parser.add_argument("--max-side", type=positive_int, default=None,
+                        help="segment images whose longer side exceeds this at reduced size")
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                        help="segment images with more pixels than this at reduced size (masks keep the input's "
+                             "size): one huge image must not exhaust a model actor's memory")
+    parser.add_argument("--crf-iterations", type=positive_int, default=CRFParams.iterations,
+                        help="mean-field iterations")
+    parser.add_argument("--crf-epsilon", type=non_negative_float, default=DEFAULT_PRUNE_EPSILON,
+                        help="label pruning: the CRF runs over the labels that can change its result "
+                             "(0: every label); see the README's CRF section")
+    parser.add_argument("--crf-exact", action="store_true",
+                        help="the reference CRF: pydensecrf over all labels, no pruning (~5x slower)")
+
+
+def crf_params(args: argparse.Namespace) -> dict:
+    return {"iterations": args.crf_iterations, "prune_epsilon": None if args.crf_exact else args.crf_epsilon}
+
+
+def model_stage_resources(args: argparse.Namespace) -> dict:
+    """``map_batches`` resources for the model actors: one actor per GPU when the cluster has GPUs, else CPU actors.
+
+    With CPU actors whose resources equal the decode tasks', Ray Data fuses decoding into the actors (one transfer
+    fewer); with GPUs it cannot, and decoding stays in CPU tasks off the GPU actors.
+    """
+    import ray
+
+    from ray.data import ActorPoolStrategy
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    use_gpus = gpus > 0 and args.gpus_per_actor > 0
+    actors = args.model_actors or (max(1, int(gpus // args.gpus_per_actor)) if use_gpus else 1)
+    resources = {"num_cpus": args.cpus_per_actor}
+    if use_gpus:
+        resources["num_gpus"] = args.gpus_per_actor
+    # Several batches queued per actor: the next is decoded and copied while the current one runs.
+    return {"compute": ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=4), **resources}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none to show (required options, switches that are off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or action.required:
+            return action.help or ""
+        return super()._get_help_string(action)
