@@ -72,7 +72,7 @@ def crf_stage_throughput(cases: list[tuple], cpus: int, repeat: int = 2) -> floa
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-            Refiner(cases[0][3], crf=True), batch_size=1, num_cpus=1)
+            Refiner(cases[0][3]), batch_size=1, num_cpus=1)
         started = time.perf_counter()
         count = sum(len(batch["uri"]) for batch in dataset.iter_batches(batch_size=None))
         return count / (time.perf_counter() - started)

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from deeplab_core.checkpoint import load_model, save_checkpoint
-from deeplab_core.inference import low_res_size, segment_image
+from deeplab_core.inference import low_res_size
+from deeplab_core.runner import segment_image
 from deeplab_core.io import decode_image, encode_jpeg, read_bytes, write_bytes
 from deeplab_core.models import build_model
 from deeplab_core.synthetic import make_sample

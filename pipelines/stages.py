@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -215,6 +216,8 @@ def add_model_stages(dataset, args: argparse.Namespace, checkpoint, *, crf: bool
     """
     from pipelines.options import crf_params, model_stage_resources
 
+    # The retry limits above have no named map_batches parameter in Ray 2.60; its deprecation notice is noise.
+    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
     dataset = dataset.map_batches(ReadImages(args.max_side, args.max_pixels, num_classes),
                                   batch_size=args.batch_size, **TASK_RETRIES)
     dataset = dataset.map_batches(

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from deeplab_core.checkpoint import load_model
-from deeplab_core.inference import segment_image
+from deeplab_core.runner import ModelRunner, segment_image
 from deeplab_core.io import decode_image, encode_jpeg, encode_png, read_bytes, write_bytes
 from deeplab_core.synthetic import make_sample
 from pipelines import evaluate, segment
@@ -79,6 +79,7 @@ def test_bucket_segmentation_is_complete_correct_and_idempotent(trained_run, s3)
         image = decode_image(read_bytes(f"{inputs}/{name}"))
         mask = np.asarray(Image.open(io.BytesIO(read_bytes(row["mask_uri"]))))
         assert row["mask_uri"] == f"{output}/masks/{name.rsplit('.', 1)[0]}.png"
+        assert row["precision"] == "fp32"  # auto on a CPU-only cluster
         assert mask.shape == image.shape[:2] == (row["height"], row["width"])
         assert np.array_equal(mask, segment_image(model, image, crf=True)), name
         assert sum(row["class_pixels"]) == mask.size and len(row["class_pixels"]) == NUM_CLASSES
@@ -164,3 +165,44 @@ def test_ray_job_submit_segments_a_bucket(trained_run, s3):
     assert len(rows) == len(expected)
     assert sum(row["status"] == "ok" for row in rows.values()) == list(expected.values()).count("ok")
     assert all(row["crf"] is True for row in rows.values() if row["status"] == "ok")
+
+
+def test_names_stay_unique_and_inside_the_output_and_a_huge_image_does_not_sink_the_job(trained_run, tmp_path):
+    inputs, output, victim = tmp_path / "in", tmp_path / "out", tmp_path / "victim"
+    rng = np.random.default_rng(11)
+    first, _ = make_sample(rng, size=64, num_classes=NUM_CLASSES)
+    second, _ = make_sample(rng, size=72, num_classes=NUM_CLASSES)
+    write_bytes(str(inputs / "a.jpg"), encode_jpeg(first))
+    write_bytes(str(inputs / "a.png"), encode_png(second))
+    write_bytes(str(victim / "a.jpg"), encode_jpeg(first))
+    huge = np.kron(make_sample(rng, size=120, num_classes=NUM_CLASSES)[0], np.ones((75, 100, 1), np.uint8))
+    write_bytes(str(inputs / "huge.jpg"), encode_jpeg(huge))  # 12000 x 9000: 108 megapixels
+    escape = f"{inputs}/../../../../../../../..{victim}/a.jpg"
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{inputs}/a.jpg\n{inputs}/a.png\n{inputs}/huge.jpg\n{escape}\n")
+
+    assert segment.main(["--input", str(listing), "--output", str(output), "--checkpoint", trained_run,
+                         "--no-crf"]) == 0
+    rows = _rows(str(output))
+    assert set(rows) == {f"{inputs}/a.jpg", f"{inputs}/a.png", f"{inputs}/huge.jpg", escape}
+    assert rows[escape]["status"] == "error" and "UnsafeNameError" in rows[escape]["error"]
+    assert not (victim / "a.png").exists()
+    assert rows[f"{inputs}/a.jpg"]["mask_uri"] == str(output / "masks" / "a.jpg.png")
+    assert rows[f"{inputs}/a.png"]["mask_uri"] == str(output / "masks" / "a.png.png")
+    big = rows[f"{inputs}/huge.jpg"]
+    assert big["status"] == "ok" and (big["width"], big["height"]) == (12000, 9000), big
+    assert Image.open(big["mask_uri"]).size == (12000, 9000)
+    written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
+    assert written == {"in", "out", "victim", "list.txt"} and len(list(victim.iterdir())) == 1
+    model, _ = load_model(trained_run)
+    mask = np.asarray(Image.open(rows[f"{inputs}/a.jpg"]["mask_uri"]))
+    assert np.array_equal(mask, segment_image(model, decode_image(read_bytes(f"{inputs}/a.jpg")), crf=False))
+
+
+def test_bf16_masks_agree_with_fp32_masks(trained_run, s3_dataset):
+    model, _ = load_model(trained_run)
+    images = [decode_image(read_bytes(f"{s3_dataset}/JPEGImages/synthetic_{i:05d}.jpg")) for i in range(12)]
+    fp32 = [label for image in images for label in ModelRunner(model, "cpu", precision="fp32").labels([image])]
+    bf16 = [label for image in images for label in ModelRunner(model, "cpu", precision="bf16").labels([image])]
+    agreement = np.mean(np.concatenate([(a == b).ravel() for a, b in zip(fp32, bf16)]))
+    assert agreement >= 0.995, agreement
