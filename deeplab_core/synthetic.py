@@ -94,14 +94,15 @@ def generate(output: str, num_images: int = 40, size: int = 128, num_classes: in
 
 def simulated_logits(mask: np.ndarray, num_classes: int, rng: np.random.Generator, stride: int = 8,
                      sharpness: float = 12.0, noise: float = 1.0, absent_margin: float = 8.0,
-                     distractors: int = 1) -> np.ndarray:
+                     distractors: int = 1, temperature: float = 1.0) -> np.ndarray:
     """Model-like low-resolution logits for a mask: C x ceil(H/stride) x ceil(W/stride) float32.
 
     The one-hot mask is averaged over stride x stride cells (a DeepLab output's blurry boundaries), scaled by
     ``sharpness``, with Gaussian ``noise`` on every class. Classes absent from the image sit ``absent_margin`` lower,
     as a trained classifier holds classes it sees no evidence for, except ``distractors`` randomly chosen absent
-    classes that stay as plausible as noise makes them (the confusable class a real model hesitates over). For CRF
-    tests and benchmarks that need many realistic score maps without a trained model.
+    classes that stay as plausible as noise makes them (the confusable class a real model hesitates over). Dividing
+    by ``temperature`` > 1 makes a less confident model. For CRF tests and benchmarks that need many realistic score
+    maps without a trained model.
     """
     import torch
     from torch.nn import functional as F
@@ -115,7 +116,29 @@ def simulated_logits(mask: np.ndarray, num_classes: int, rng: np.random.Generato
     quiet = absent if distractors <= 0 else np.setdiff1d(absent, rng.choice(absent, min(distractors, len(absent)),
                                                                              replace=False))
     logits[quiet] -= absent_margin
-    return logits.astype(np.float32)
+    return (logits / temperature).astype(np.float32)
+
+
+# Families of model outputs the CRF must handle, as ``make_sample`` and ``simulated_logits`` keyword arguments:
+# today's confident model, less confident ones (temperature), i.i.d. logit noise of several strengths, a model unsure
+# of everything (soft boundaries, noise, absent classes close), and scenes with many classes present.
+MODEL_OUTPUT_FAMILIES: dict[str, dict] = {
+    "confident": {},
+    "temperature 2": {"temperature": 2.0},
+    "temperature 4": {"temperature": 4.0},
+    "noise 2": {"noise": 2.0},
+    "noise 3": {"noise": 3.0},
+    "uncertain": {"sharpness": 6.0, "noise": 1.5, "absent_margin": 3.0},
+    "many classes": {"max_shapes": 8},
+}
+
+
+def simulated_case(rng: np.random.Generator, family: str, size: int = 512,
+                   num_classes: int = 21) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, mask, C x h x w low-resolution logits at stride 8) of one ``MODEL_OUTPUT_FAMILIES`` member."""
+    settings = dict(MODEL_OUTPUT_FAMILIES[family])
+    image, mask = make_sample(rng, size=size, num_classes=num_classes, max_shapes=settings.pop("max_shapes", 3))
+    return image, mask, simulated_logits(mask, num_classes, rng, **settings)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from deeplab_core.crf import DEFAULT_PRUNE_EPSILON, CRFParams
+from deeplab_core.crf import PRUNE_RATIO, CRFParams
 from deeplab_core.inference import DEFAULT_MAX_PIXELS
 from deeplab_core.runner import PRECISIONS
 
@@ -74,15 +74,20 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                              "size): one huge image must not exhaust a model actor's memory")
     parser.add_argument("--crf-iterations", type=positive_int, default=CRFParams.iterations,
                         help="mean-field iterations")
-    parser.add_argument("--crf-epsilon", type=non_negative_float, default=DEFAULT_PRUNE_EPSILON,
-                        help="label pruning: the CRF runs over the labels that can change its result "
-                             "(0: every label); see the README's CRF section")
+    parser.add_argument("--crf-prune-ratio", type=non_negative_float, default=PRUNE_RATIO,
+                        help="label pruning: the CRF runs over the labels within this factor of a pixel's leading "
+                             "label somewhere (0: every label); see the README's CRF section")
     parser.add_argument("--crf-exact", action="store_true",
                         help="the reference CRF: pydensecrf over all labels, no pruning (~5x slower)")
 
 
 def crf_params(args: argparse.Namespace) -> dict:
-    return {"iterations": args.crf_iterations, "prune_epsilon": None if args.crf_exact else args.crf_epsilon}
+    """``refine_low_res`` keyword arguments from the CRF options."""
+    if args.crf_exact:
+        return {"iterations": args.crf_iterations, "method": "exact"}
+    if args.crf_prune_ratio == 0:
+        return {"iterations": args.crf_iterations, "method": "native"}
+    return {"iterations": args.crf_iterations, "method": "pruned", "prune_ratio": min(1.0, args.crf_prune_ratio)}
 
 
 def model_stage_resources(args: argparse.Namespace) -> dict:

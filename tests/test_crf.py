@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from deeplab_core.crf import PAPER_PARAMS, dense_crf
+from deeplab_core.crf import PAPER_PARAMS, dense_crf, select_labels
 from deeplab_core.metrics import ConfusionMatrix
-from deeplab_core.synthetic import make_sample, simulated_logits
+from deeplab_core.synthetic import MODEL_OUTPUT_FAMILIES, make_sample, simulated_case, simulated_logits
 
 
 def _blurry_noisy_probs(mask: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -76,7 +76,7 @@ def test_read_only_inputs_are_accepted():
     probs.setflags(write=False)
     before = probs.copy()
     assert dense_crf(image, probs).shape == (32, 32)
-    assert dense_crf(image, probs, prune_epsilon=None).shape == (32, 32)
+    assert dense_crf(image, probs, method="exact").shape == (32, 32)
     assert np.array_equal(probs, before)
 
 
@@ -109,36 +109,44 @@ def test_exact_mode_reproduces_pydensecrf_bit_for_bit():
     crf.addPairwiseGaussian(sxy=1, compat=3)
     crf.addPairwiseBilateral(sxy=67, srgb=3, rgbim=np.ascontiguousarray(image), compat=4)
     reference = np.array(crf.inference(10), dtype=np.float32).reshape(21, 64, 64)
-    labels, marginals = dense_crf(image, probs, prune_epsilon=None, return_probs=True)
+    labels, marginals = dense_crf(image, probs, method="exact", return_probs=True)
     assert np.array_equal(marginals, reference)
     assert np.array_equal(labels, reference.argmax(0))
 
 
-def test_label_pruning_agrees_with_the_exact_crf_on_at_least_995_per_mille_of_pixels():
+@pytest.mark.parametrize("family", list(MODEL_OUTPUT_FAMILIES))
+def test_label_pruning_agrees_with_the_exact_crf_on_every_family_of_model_outputs(family):
     rng = np.random.default_rng(4)
     agree = total = 0
-    for _ in range(4):
-        image, _, low = _model_like_probs(rng, 128)
-        exact = dense_crf(image, low, prune_epsilon=None)
-        pruned = dense_crf(image, low)  # the default epsilon
+    kept = []
+    for _ in range(2):
+        image, _, low = simulated_case(rng, family, size=160)
+        probs = F.interpolate(torch.from_numpy(low)[None], size=(160, 160), mode="bilinear")[0].softmax(0).numpy()
+        selected = select_labels(probs)
+        kept.append(21 if selected is None else len(selected))
+        exact = dense_crf(image, low, is_logits=True, method="exact")
+        pruned = dense_crf(image, low, is_logits=True)  # the default: pruned
         agree += int((exact == pruned).sum())
         total += exact.size
     assert agree / total >= 0.995, agree / total
+    assert max(kept) <= 9, kept  # pruning still prunes: at most the classes present (<= 8) plus one
 
 
-def test_select_labels_keeps_argmax_labels_and_a_runner_up():
-    from deeplab_core.crf import select_labels
-
-    probs = np.full((5, 4, 4), 0.01, np.float32)
+def test_select_labels_keeps_contenders_on_enough_pixels_and_at_least_two():
+    probs = np.full((5, 16, 16), 0.01, np.float32)
     probs[2] = 0.9
-    probs[4, 0, 0] = 0.2
-    assert select_labels(probs, None) is None
-    assert select_labels(probs, 0.001) is None  # every label above epsilon somewhere: nothing to prune
-    assert select_labels(probs, 0.1).tolist() == [2, 4]
-    assert select_labels(probs, 0.5).tolist() == [2, 4]  # only the argmax qualifies: the runner-up joins it
-    labels, marginals = dense_crf(np.zeros((4, 4, 3), np.uint8), probs / probs.sum(0), prune_epsilon=0.1,
-                                  return_probs=True)
+    probs[4, :8, :8] = 0.6  # within 0.2 of the leader on 64 pixels, and the closest runner-up
+    probs[1, 0, :3] = 0.5  # a contender on 3 pixels only: noise
+    assert select_labels(probs).tolist() == [2, 4]
+    assert select_labels(probs, min_pixels=3).tolist() == [1, 2, 4]
+    assert select_labels(probs, ratio=0.01) is None  # every label contends everywhere: nothing to prune
+    assert select_labels(probs, ratio=0.9, min_pixels=64).tolist() == [2, 4]  # the leader alone: the runner-up joins
+    with pytest.raises(ValueError, match="ratio"):
+        select_labels(probs, ratio=0)
+    labels, marginals = dense_crf(np.zeros((16, 16, 3), np.uint8), probs / probs.sum(0), return_probs=True)
     assert set(np.unique(labels)) <= {2, 4} and np.all(marginals[[0, 1, 3]] == 0)
+    with pytest.raises(ValueError, match="method"):
+        dense_crf(np.zeros((16, 16, 3), np.uint8), probs, method="fast")
 
 
 @pytest.mark.parametrize("labels", [2, 3, 5, 8, 9, 21])  # compile-time specialised counts and the chunked path
@@ -153,8 +161,8 @@ def test_native_mean_field_matches_pydensecrf_to_float_rounding(labels, size):
     image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     image[:, : width // 2] //= 4  # an edge for the bilateral kernel
     logits = rng.normal(0, 2, (labels, height, width)).astype(np.float32)
-    reference_labels, reference = dense_crf(image, logits, is_logits=True, prune_epsilon=None, return_probs=True)
-    native_labels, native = dense_crf(image, logits, is_logits=True, prune_epsilon=0, return_probs=True)
+    reference_labels, reference = dense_crf(image, logits, is_logits=True, method="exact", return_probs=True)
+    native_labels, native = dense_crf(image, logits, is_logits=True, method="native", return_probs=True)
     assert native.shape == reference.shape == (labels, height, width)
     assert np.abs(native - reference).max() < 1e-4
     assert np.mean(native_labels == reference_labels) >= 0.999
@@ -164,7 +172,7 @@ def test_native_mean_field_rejects_images_its_lattice_cannot_index():
     # theta_gamma = 0.01 puts a 1 x 20000 image's pixel coordinates beyond the lattice's 16-bit keys.
     probs = np.full((2, 1, 20000), 0.5, np.float32)
     with pytest.raises(ValueError, match="lattice coordinates overflow"):
-        dense_crf(np.zeros((1, 20000, 3), np.uint8), probs, prune_epsilon=0, gaussian_xy_std=0.01)
+        dense_crf(np.zeros((1, 20000, 3), np.uint8), probs, method="native", gaussian_xy_std=0.01)
 
 
 def test_a_source_copy_without_build_outputs_loads_the_installed_extension(tmp_path):
