@@ -1,56 +1,58 @@
-"""Dense-CRF speed and fidelity, measured side by side in one run on the same images.
+"""Dense-CRF speed and fidelity over families of model outputs, and the CRF stage's scaling, measured side by side.
 
-    ../shared/bin/loopback python -m benchmarks.crf [--images 8] [--size 512] [--classes 21] [--no-ray]
+    ../shared/bin/loopback python -m benchmarks.crf [--images 4] [--size 512] [--checkpoint URI] [--no-ray]
 
-Prints seconds/image of the exact 21-label CRF (pydensecrf over every label) and of ours
-(``deeplab_core._meanfield``) over every label (epsilon 0) and with label pruning at several epsilons, the
-speed-up, pixel agreement and mIoU against the exact CRF, then the CRF stage's images/s on a local Ray with 1 and
-2 CPUs. Images are synthetic 21-class scenes holding 2-4 classes, scored by model-like logits
-at output stride 8 (``deeplab_core.synthetic.simulated_logits``) or, with ``--checkpoint``, by a real model.
+For each family of model outputs (``deeplab_core.synthetic.MODEL_OUTPUT_FAMILIES``: confident, low temperature,
+i.i.d. logit noise, uncertain, many classes; plus a real model's logits with ``--checkpoint``) prints: classes
+present, labels the pruning keeps, seconds/image of the exact CRF (pydensecrf over every label) and of ours
+(pruned), the speed-up, pixel agreement and mIoU delta against the exact CRF. Then the pipelines' CRF stage on a
+local Ray with 1, 2, 4 ... CPUs up to this machine's: start-up (submission to first image) and steady-state
+images/s, and the scaling efficiency against N x the 1-CPU rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
 import torch
 
-from deeplab_core.crf import DEFAULT_PRUNE_EPSILON, dense_crf
+from deeplab_core.crf import refine_low_res, select_labels
+from deeplab_core.inference import as_tensor, upsample_logits
 from deeplab_core.metrics import ConfusionMatrix
-from deeplab_core.synthetic import make_sample, simulated_logits
+from deeplab_core.synthetic import MODEL_OUTPUT_FAMILIES, make_sample, simulated_case
 
-EPSILONS = (0.0, 1e-4, DEFAULT_PRUNE_EPSILON, 1e-2)
+STRIDE = 8
 
 
-def make_cases(count: int, size: int, classes: int, seed: int, checkpoint: str | None) -> list[tuple]:
-    """(image, ground truth, low-resolution logits, stride) for each benchmark image."""
+def make_cases(family: str, count: int, size: int, classes: int, seed: int, model=None) -> list[tuple]:
+    """(image, ground truth, low-resolution logits, stride) for each benchmark image of ``family``."""
     rng = np.random.default_rng(seed)
-    model = None
-    if checkpoint:
-        from deeplab_core.checkpoint import load_model
+    if model is None:
+        return [(*simulated_case(rng, family, size, classes), STRIDE) for _ in range(count)]
+    from deeplab_core.runner import ModelRunner
 
-        model, _ = load_model(checkpoint)
+    runner = ModelRunner(model, "cpu")
     cases = []
     for _ in range(count):
-        image, mask = make_sample(rng, size=size, num_classes=classes)
-        if model is None:
-            cases.append((image, mask, simulated_logits(mask, classes, rng), 8))
-            continue
-        from deeplab_core.inference import normalize, predict_low_res
-
-        low = predict_low_res(model, normalize(image)[None])[0].numpy()
-        cases.append((image, mask, low, model.output_stride))
+        image, mask = make_sample(rng, size=size, num_classes=model.num_classes)
+        cases.append((image, mask, runner.low_res([image])[0].astype(np.float32), model.output_stride))
     return cases
 
 
-def run_crf(cases: list[tuple], epsilon: float | None) -> tuple[list[np.ndarray], float]:
-    from deeplab_core.crf import refine_low_res
-
+def run_crf(cases: list[tuple], method: str) -> tuple[list[np.ndarray], float]:
     started = time.perf_counter()
-    labels = [refine_low_res(image, low, stride, prune_epsilon=epsilon) for image, _, low, stride in cases]
+    labels = [refine_low_res(image, low, stride, method=method) for image, _, low, stride in cases]
     return labels, (time.perf_counter() - started) / len(cases)
+
+
+def labels_kept(case: tuple) -> int:
+    image, _, low, stride = case
+    probs = torch.softmax(upsample_logits(as_tensor(low, np.float32), image.shape[:2], stride), 0).numpy()
+    kept = select_labels(probs)
+    return probs.shape[0] if kept is None else len(kept)
 
 
 def miou(labels: list[np.ndarray], cases: list[tuple], classes: int) -> float:
@@ -60,56 +62,80 @@ def miou(labels: list[np.ndarray], cases: list[tuple], classes: int) -> float:
     return matrix.miou()
 
 
-def crf_stage_throughput(cases: list[tuple], cpus: int, repeat: int = 2) -> float:
-    """Images/s of the pipelines' CRF stage (``pipelines.stages.Refiner``) on a local Ray with ``cpus`` CPUs."""
+def compare(name: str, cases: list[tuple], classes: int) -> None:
+    present = [len(np.unique(mask)) for _, mask, _, _ in cases]
+    kept = [labels_kept(case) for case in cases]
+    exact, exact_seconds = run_crf(cases, "exact")
+    pruned, seconds = run_crf(cases, "pruned")
+    agreement = np.mean(np.concatenate([(a == b).ravel() for a, b in zip(exact, pruned)]))
+    delta = miou(pruned, cases, classes) - miou(exact, cases, classes)
+    print(f"| {name:<14} | {min(present)}-{max(present)} | {min(kept)}-{max(kept)} | {exact_seconds:.3f} | "
+          f"{seconds:.3f} | {exact_seconds / seconds:.2f}x | {agreement * 100:.3f}% | {delta:+.5f} |", flush=True)
+
+
+def crf_stage_scaling(cases: list[tuple], cpus: int, per_cpu: int) -> tuple[float, float]:
+    """(start-up seconds, steady-state images/s) of the pipelines' CRF stage on a local Ray with ``cpus`` CPUs,
+    over ``per_cpu`` images per CPU (one image per block, as the segmentation pipeline feeds it)."""
     import ray
     import ray.data
 
     from pipelines.stages import Refiner
 
-    rows = [{"uri": f"case{i}", "image": image, "logits": low.astype(np.float16), "error": ""}
-            for i, (image, _, low, _) in enumerate(cases)] * repeat
+    count = per_cpu * cpus
+    rows = [{"uri": f"case{i}", "image": cases[i % len(cases)][0], "error": "",
+             "logits": cases[i % len(cases)][2].astype(np.float16)} for i in range(count)]
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
-        dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+        dataset = ray.data.from_items(rows, override_num_blocks=count).map_batches(
             Refiner(cases[0][3]), batch_size=1, num_cpus=1)
         started = time.perf_counter()
-        count = sum(len(batch["uri"]) for batch in dataset.iter_batches(batch_size=None))
-        return count / (time.perf_counter() - started)
+        arrivals = [time.perf_counter() for batch in dataset.iter_batches(batch_size=None) for _ in batch["uri"]]
     finally:
         ray.shutdown()
+    first = arrivals[0]
+    # The first image per CPU carries the worker's cold start (imports, extension, lattice): steady state after it.
+    warm = arrivals[cpus:] if len(arrivals) > cpus + 1 else arrivals
+    return first - started, (len(warm) - 1) / (warm[-1] - warm[0])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.crf", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--images", type=int, default=4, help="images per family")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint", help="score the images with this model instead of simulated logits")
-    parser.add_argument("--no-ray", action="store_true", help="skip the Ray CRF-stage scaling measurement")
+    parser.add_argument("--families", default=",".join(MODEL_OUTPUT_FAMILIES),
+                        help="comma-separated subset of the families")
+    parser.add_argument("--checkpoint", help="also measure a real model's logits on synthetic scenes")
+    parser.add_argument("--no-ray", action="store_true", help="skip the CRF-stage scaling measurement")
+    parser.add_argument("--per-cpu", type=int, default=30, help="images per CPU in the scaling measurement")
+    parser.add_argument("--max-cpus", type=int, default=os.cpu_count(), help="largest CPU count to measure")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one core per CRF, as a CRF task has
 
-    cases = make_cases(args.images, args.size, args.classes, args.seed, args.checkpoint)
-    present = [len(np.unique(mask)) for _, mask, _, _ in cases]
-    print(f"{len(cases)} images {args.size}x{args.size}, {args.classes} classes, {min(present)}-{max(present)} present")
-    exact, exact_seconds = run_crf(cases, None)
-    exact_miou = miou(exact, cases, args.classes)
-    print(f"{'exact (pydensecrf):':<22} {exact_seconds:.3f} s/image   mIoU {exact_miou:.4f}")
-    for epsilon in EPSILONS:
-        pruned, seconds = run_crf(cases, epsilon)
-        agreement = np.mean(np.concatenate([(a == b).ravel() for a, b in zip(exact, pruned)]))
-        delta = miou(pruned, cases, args.classes) - exact_miou
-        marker = "  <- default" if epsilon == DEFAULT_PRUNE_EPSILON else ""
-        name = f"ours, epsilon {epsilon:g}:" if epsilon else f"ours, all {args.classes} labels:"
-        print(f"{name:<22} {seconds:.3f} s/image   speed-up {exact_seconds / seconds:.2f}x   "
-              f"agreement {agreement * 100:.3f}%   mIoU delta {delta:+.5f}{marker}")
-    if not args.no_ray:
-        one = crf_stage_throughput(cases, 1)
-        two = crf_stage_throughput(cases, 2)
-        print(f"CRF stage on local Ray (default epsilon): 1 CPU {one:.2f} images/s, 2 CPUs {two:.2f} images/s, "
-              f"scaling {two / one:.2f}x")
+    print(f"{args.images} images {args.size}x{args.size} per family, {args.classes} classes, one core")
+    print("| family         | present | kept | exact s/img | pruned s/img | speed-up | agreement | mIoU delta |")
+    print("|---|---|---|---|---|---|---|---|")
+    for family in args.families.split(","):
+        compare(family, make_cases(family, args.images, args.size, args.classes, args.seed), args.classes)
+    if args.checkpoint:
+        from deeplab_core.checkpoint import load_model
+
+        model, _ = load_model(args.checkpoint)
+        compare("trained model", make_cases("", args.images, args.size, model.num_classes, args.seed, model),
+                model.num_classes)
+    if args.no_ray:
+        return 0
+    cases = make_cases("uncertain", 4, args.size, args.classes, args.seed)
+    counts = sorted({1, *[2 ** k for k in range(1, 8) if 2 ** k <= args.max_cpus], args.max_cpus})
+    print("\nCRF stage on a local Ray (pruned, 'uncertain' outputs):")
+    print("| CPUs | start-up s | steady images/s | efficiency vs N x 1 CPU |")
+    print("|---|---|---|---|")
+    single = None
+    for cpus in counts:
+        startup, rate = crf_stage_scaling(cases, cpus, args.per_cpu)
+        single = single or rate
+        print(f"| {cpus} | {startup:.1f} | {rate:.2f} | {rate / (cpus * single):.2f} |", flush=True)
     return 0
 
 

@@ -1,17 +1,22 @@
-"""The segmentation pipeline against a bare in-process loop, measured side by side in one run on the same images.
+"""The segmentation and evaluation pipelines against a hand-written loop on the SAME device and precision, measured
+side by side in one run on the same images.
 
-    ../shared/bin/loopback python -m benchmarks.segment [--images 24] [--size 256] [--checkpoint URI] [--cpus 2]
+    ../shared/bin/loopback python -m benchmarks.segment [--device cuda|cpu] [--precision auto] [--images 256]
+        [--size 512] [--backbone resnet101] [--output-stride 8] [--checkpoint URI] [--crf] [--no-evaluate]
 
-Prints: images/s of ``pipelines.segment`` on a local Ray vs a plain loop of the same model and CRF in this process
-(ratio, with and without CRF); bytes per image that the model stage ships to the CRF stage as low-resolution
-float16 logits vs full-resolution float32 probabilities (ratio); and the CRF stage's images/s with 1 and 2 CPUs.
-Without ``--checkpoint`` a randomly initialised DeepLab-v2/ResNet-50 (21 classes) stands in: speed does not
-depend on the weights.
+Prints images/s of: the model alone (batches already on the device); a bare loop (a torch DataLoader whose workers
+decode JPEGs to uint8, the model on the device with device-side normalisation and argmax, uint8 labels back to the
+host: what a user writes by hand); ``pipelines.segment --no-crf`` on a local Ray; and ``pipelines.evaluate`` against
+a bare scoring loop. Ratios pipeline / bare loop and pipeline / model alone; the model stage's busy fraction (its
+summed seconds over the run's wall time); and the pixel agreement of bf16 masks with fp32 masks. Without
+``--checkpoint`` a randomly initialised DeepLab-v2 stands in (speed does not depend on the weights; agreement does:
+give a trained checkpoint for a meaningful agreement figure).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -20,80 +25,149 @@ import numpy as np
 import torch
 
 from deeplab_core.checkpoint import load_model, save_checkpoint
-from deeplab_core.inference import low_res_size
-from deeplab_core.runner import segment_image
-from deeplab_core.io import decode_image, encode_jpeg, read_bytes, write_bytes
+from deeplab_core.io import decode_image, read_bytes
+from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.models import build_model
-from deeplab_core.synthetic import make_sample
+from deeplab_core.runner import ModelRunner
+from deeplab_core.synthetic import generate
 
 
-def bare_loop(model, uris: list[str], crf: bool) -> float:
+class DecodedImages(torch.utils.data.Dataset):
+    def __init__(self, uris: list[str]) -> None:
+        self.uris = uris
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return decode_image(read_bytes(self.uris[index]), self.uris[index])
+
+
+def bare_loop(runner: ModelRunner, uris: list[str], batch_size: int, workers: int) -> tuple[float, list]:
+    """images/s and labels of a hand-written DataLoader loop over ``uris`` (same-size images)."""
+    loader = torch.utils.data.DataLoader(DecodedImages(uris), batch_size=batch_size, num_workers=workers,
+                                         collate_fn=list, prefetch_factor=4 if workers else None)
     started = time.perf_counter()
-    for uri in uris:
-        segment_image(model, decode_image(read_bytes(uri), uri), crf=crf)
-    return len(uris) / (time.perf_counter() - started)
+    labels = [label for images in loader for label in runner.labels(images)]
+    return len(uris) / (time.perf_counter() - started), labels
 
 
-def pipeline(inputs: str, output: str, checkpoint: str, crf: bool, count: int) -> float:
+def model_alone(runner: ModelRunner, image: np.ndarray, batch_size: int, repeats: int) -> float:
+    batch = runner._normalised_batch([image] * batch_size)
+    with torch.inference_mode():
+        runner.model.low_res_logits(batch)  # warm-up (cuDNN autotuning)
+        _synchronize(runner.device)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            with torch.autocast(runner.device.type, dtype=torch.bfloat16, enabled=runner.precision == "bf16"):
+                runner.model.low_res_logits(batch)
+        _synchronize(runner.device)
+    return repeats * batch_size / (time.perf_counter() - started)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_segment(inputs: str, output: str, checkpoint: str, args: argparse.Namespace, crf: bool) -> tuple[float, float]:
+    """(images/s, model busy fraction) of ``pipelines.segment``."""
     from pipelines import segment
+    from pipelines.manifest import read_manifest
 
-    argv = ["--input", inputs, "--output", output, "--checkpoint", checkpoint, "--batch-size", "4"]
+    argv = ["--input", inputs, "--output", output, "--checkpoint", checkpoint, "--batch-size", str(args.batch_size),
+            "--precision", args.precision] + ([] if crf else ["--no-crf"])
     started = time.perf_counter()
-    assert segment.main(argv + (["--no-crf"] if not crf else [])) == 0
-    return count / (time.perf_counter() - started)
+    assert segment.main(argv) == 0
+    elapsed = time.perf_counter() - started
+    table = read_manifest(output)
+    assert set(table.column("status").to_pylist()) == {"ok"}
+    return table.num_rows / elapsed, sum(table.column("seconds_model").to_pylist()) / elapsed
+
+
+def run_evaluate(data: str, output: str, checkpoint: str, args: argparse.Namespace) -> tuple[float, float, int]:
+    from deeplab_core.data import read_split
+    from pipelines import evaluate
+
+    count = len(read_split(data, "val"))
+    started = time.perf_counter()
+    assert evaluate.main(["--data", data, "--checkpoint", checkpoint, "--output", output, "--batch-size",
+                          str(args.batch_size), "--precision", args.precision]) == 0
+    import json
+
+    report = json.loads(Path(output, "report.json").read_text())
+    return count / (time.perf_counter() - started), report["without_crf"]["miou"], count
+
+
+def bare_evaluate(runner: ModelRunner, data: str, num_classes: int, args: argparse.Namespace) -> tuple[float, float]:
+    from deeplab_core.data import image_uri, mask_uri, read_split
+    from deeplab_core.io import decode_mask
+
+    ids = read_split(data, "val")
+    started = time.perf_counter()
+    rate, labels = bare_loop(runner, [image_uri(data, i) for i in ids], args.batch_size, args.workers)
+    matrix = ConfusionMatrix(num_classes)
+    for sample_id, predicted in zip(ids, labels):
+        matrix.update(predicted, decode_mask(read_bytes(mask_uri(data, sample_id))))
+    return len(ids) / (time.perf_counter() - started), matrix.miou()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.segment", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=24)
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--backbone", default="resnet101")
+    parser.add_argument("--output-stride", type=int, default=8)
+    parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--checkpoint")
-    parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
+    parser.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
+                        help="DataLoader workers of the bare loop")
+    parser.add_argument("--crf", action="store_true", help="also run the pipeline with the CRF")
+    parser.add_argument("--no-evaluate", action="store_true")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-segment-"))
     checkpoint = args.checkpoint or str(work / "model.pt")
     if not args.checkpoint:
-        save_checkpoint(checkpoint, build_model("deeplabv2", "resnet50", 8, 21))
+        torch.manual_seed(0)
+        save_checkpoint(checkpoint, build_model("deeplabv2", args.backbone, args.output_stride, args.classes))
     model, loaded = load_model(checkpoint)
-    classes, stride = loaded.config["num_classes"], model.output_stride
-    rng = np.random.default_rng(0)
-    uris = []
-    for index in range(args.images):
-        image, _ = make_sample(rng, size=args.size, num_classes=min(classes, 5))
-        uris.append(str(work / "images" / f"img_{index:04d}.jpg"))
-        write_bytes(uris[-1], encode_jpeg(image))
+    classes = loaded.config["num_classes"]
+    data = str(work / "data")
+    generate(data, num_images=2 * args.images, size=args.size, num_classes=classes, seed=0, val_fraction=0.5)
+    uris = sorted(str(p) for p in Path(data, "JPEGImages").glob("*.jpg"))[: args.images]
+    runner = ModelRunner(model, args.device, args.precision, batch_size=args.batch_size)
+    print(f"{len(uris)} images {args.size}x{args.size}, {loaded.config['arch']}/{loaded.config['backbone']} "
+          f"stride {model.output_stride}, {classes} classes, device {args.device}"
+          f"{' (' + torch.cuda.get_device_name() + ')' if args.device == 'cuda' else ''}, precision {runner.precision}, "
+          f"batch {args.batch_size}, {os.cpu_count()} CPUs")
 
-    grid = low_res_size(args.size, args.size, stride)
-    image_bytes = args.size * args.size * 3
-    low_res_bytes = classes * grid[0] * grid[1] * 2
-    full_bytes = classes * args.size * args.size * 4
-    print(f"{args.images} images {args.size}x{args.size}, {loaded.config['arch']}/{loaded.config['backbone']} "
-          f"stride {stride}, {classes} classes, local Ray with {args.cpus} CPUs")
-    print(f"bytes/image shipped model -> CRF: low-res float16 logits {low_res_bytes:,} + image {image_bytes:,} = "
-          f"{low_res_bytes + image_bytes:,}; full-res float32 probabilities {full_bytes:,} + image = "
-          f"{full_bytes + image_bytes:,}; ratio {(full_bytes + image_bytes) / (low_res_bytes + image_bytes):.1f}x "
-          f"(logits alone {full_bytes / low_res_bytes:.0f}x)")
+    alone = model_alone(runner, decode_image(read_bytes(uris[0])), args.batch_size, max(2, 64 // args.batch_size))
+    bare, bare_labels = bare_loop(runner, uris, args.batch_size, args.workers)
+    fp32 = ModelRunner(model, args.device, "fp32", batch_size=args.batch_size)
+    half = ModelRunner(model, args.device, "bf16", batch_size=args.batch_size)
+    sample = [decode_image(read_bytes(uri)) for uri in uris[:16]]
+    agreement = np.mean([np.mean(a == b) for a, b in zip(fp32.labels(sample), half.labels(sample))])
+    print(f"model alone            {alone:8.2f} images/s")
+    print(f"bare loop              {bare:8.2f} images/s  ({args.workers} DataLoader workers)")
+    print(f"bf16 vs fp32 masks     {agreement * 100:.3f}% of pixels agree (16 images)")
 
-    torch.set_num_threads(args.cpus)
-    import ray
-
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
-    try:
-        for crf in (False, True):
-            bare = bare_loop(model, uris, crf)
-            ours = pipeline(str(work / "images"), str(work / f"out-crf-{crf}"), checkpoint, crf, len(uris))
-            label = "with CRF   " if crf else "without CRF"
-            print(f"{label}: pipeline {ours:.2f} images/s, bare in-process loop {bare:.2f} images/s, "
-                  f"ratio {ours / bare:.2f}")
-    finally:
-        ray.shutdown()
-
-    from benchmarks.crf import crf_stage_throughput, make_cases
-
-    cases = make_cases(8, args.size, classes, 1, None)
-    one, two = crf_stage_throughput(cases, 1), crf_stage_throughput(cases, 2)
-    print(f"CRF stage: 1 CPU {one:.2f} images/s, 2 CPUs {two:.2f} images/s, scaling {two / one:.2f}x")
+    listing = work / "inputs.txt"
+    listing.write_text("\n".join(uris) + "\n")
+    ours, busy = run_segment(str(listing), str(work / "out"), checkpoint, args, crf=False)
+    print(f"pipelines.segment      {ours:8.2f} images/s  ratio {ours / bare:.2f} of the bare loop, "
+          f"{ours / alone:.2f} of the model alone; model stage busy {busy * 100:.0f}% of the run")
+    if args.crf:
+        with_crf, _ = run_segment(str(listing), str(work / "out-crf"), checkpoint, args, crf=True)
+        print(f"pipelines.segment+CRF  {with_crf:8.2f} images/s")
+    if not args.no_evaluate:
+        bare_rate, bare_miou = bare_evaluate(runner, data, classes, args)
+        rate, miou, count = run_evaluate(data, str(work / "evaluation"), checkpoint, args)
+        print(f"pipelines.evaluate     {rate:8.2f} images/s  ({count} images) vs bare scoring loop {bare_rate:.2f} "
+              f"images/s: ratio {rate / bare_rate:.2f}; mIoU {miou:.4f} vs {bare_miou:.4f}")
     return 0
 
 

@@ -28,10 +28,11 @@ import yaml
 
 from deeplab_core.checkpoint import BEST_MODEL_FILE, CHECKPOINT_FILE, model_config, save_checkpoint
 from deeplab_core.data import VOCSegmentation, read_class_names, read_sample
-from deeplab_core.inference import normalize, predict_logits
+from deeplab_core.inference import normalize
 from deeplab_core.io import exists, join_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.models import build_model
+from deeplab_core.runner import ModelRunner
 from deeplab_core.training import (
     RECIPES, build_optimizer, freeze_batchnorm, poly_lr_scheduler, segmentation_loss,
 )
@@ -61,7 +62,8 @@ def train_loop_per_worker(config: dict) -> None:
         freeze_batchnorm(model)
     elif config["sync_bn"] and world_size > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = ray.train.torch.prepare_model(model)
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = ray.train.torch.prepare_model(model.to(memory_format=memory_format))  # NHWC: cuDNN's tensor-core kernels
     optimizer = build_optimizer(model, config["lr"], config["weight_decay"], config["momentum"],
                                 config["head_lr_multiplier"])
     scheduler = poly_lr_scheduler(optimizer, config["iterations"], config["lr_power"])
@@ -92,7 +94,7 @@ def train_loop_per_worker(config: dict) -> None:
         if iteration >= config["iterations"]:
             break
         seen.extend(batch["seed"].tolist()[: max(0, 2000 - len(seen))])
-        images = normalize(batch["image"]).to(device, non_blocking=True)
+        images = normalize(batch["image"]).contiguous(memory_format=memory_format)
         steps = (micro_step + 1) % config["accumulation"] == 0
         with _gradient_sync(model, steps):
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -121,7 +123,7 @@ def train_loop_per_worker(config: dict) -> None:
                        "images_per_second": images_per_second}
             loss_sum, loss_count = 0.0, 0
             if val_shard is not None:
-                matrix = evaluate_shard(model, val_shard, config["num_classes"], device)
+                matrix = evaluate_shard(model, val_shard, config["num_classes"], device, config["batch_size"])
                 metrics["val_miou"] = matrix.miou()
                 metrics["val_pixel_accuracy"] = matrix.pixel_accuracy()
                 best_miou = max(best_miou, metrics["val_miou"])
@@ -134,7 +136,8 @@ def train_loop_per_worker(config: dict) -> None:
     _write_worker_report(config["output"], rank, world_size, seen, model, iteration)
 
 
-def evaluate_shard(model: torch.nn.Module, shard, num_classes: int, device: torch.device) -> ConfusionMatrix:
+def evaluate_shard(model: torch.nn.Module, shard, num_classes: int, device: torch.device,
+                   batch_size: int) -> ConfusionMatrix:
     """Confusion matrix of this worker's validation shard, summed over all workers (all-reduce)."""
     import torch.distributed as dist
 
@@ -145,12 +148,13 @@ def evaluate_shard(model: torch.nn.Module, shard, num_classes: int, device: torc
         # by one batch; validate every shard with rank 0's, the ones the checkpoint saves.
         for buffer in net.buffers():
             dist.broadcast(buffer.data, src=0)
+    runner = ModelRunner(net, device, precision="fp32", batch_size=batch_size)
     matrix = ConfusionMatrix(num_classes)
-    with torch.no_grad():
-        for batch in shard.iter_batches(batch_size=1, batch_format="numpy"):
-            image, mask = batch["image"][0], batch["mask"][0]
-            logits = predict_logits(net, normalize(image).unsqueeze(0).to(device))
-            matrix.update(logits.argmax(1)[0].cpu().numpy(), mask)
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        images, masks = list(batch["image"]), list(batch["mask"])
+        for call in runner.plan([image.shape[:2] for image in images]):
+            for index, labels in zip(call, runner.labels([images[i] for i in call])):
+                matrix.update(labels, masks[index])
     counts = torch.from_numpy(matrix.counts).to(device)
     if distributed:
         dist.all_reduce(counts)
