@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     status = train.main(["--data", data, "--val-data", data, "--output", run, "--arch", "deeplabv2",
                          "--backbone", "resnet50", "--output-stride", "16", "--crop-size", "64", "--batch-size", "8",
                          "--lr", "0.005", "--head-lr-multiplier", "1", "--iterations", str(args.iterations),
-                         "--val-every", str(max(args.iterations // 4, 1)), "--log-every", "20"])
+                         "--val-every", str(max(args.iterations // 4, 1)), "--log-every", "20",
+                         "--keep-checkpoints", "1"])  # one 190 MB checkpoint beside best_model.pt, not three
     if status:
         return status
 

@@ -31,7 +31,8 @@ from deeplab_core.data import VOCSegmentation, read_class_names, read_sample
 from deeplab_core.inference import normalize
 from deeplab_core.io import exists, join_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
-from deeplab_core.models import build_model
+from deeplab_core.models import ARCHS, BACKBONES, build_model
+from pipelines.options import positive_float, positive_int
 from deeplab_core.runner import ModelRunner
 from deeplab_core.training import (
     RECIPES, build_optimizer, freeze_batchnorm, poly_lr_scheduler, segmentation_loss,
@@ -217,31 +218,35 @@ DEFAULTS = {
 }
 
 
+POSITIVE_OPTIONS = ("num_classes", "crop_size", "batch_size", "accumulation", "iterations", "workers", "val_every",
+                    "log_every", "keep_checkpoints", "lr", "cpus_per_worker")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      argument_default=argparse.SUPPRESS)
-    parser.add_argument("--data", help="VOC-layout training dataset root (local path, s3://, any fsspec URI)")
+    parser.add_argument("--data", help="(required) VOC-layout training dataset root (local path, s3://, any fsspec URI)")
     parser.add_argument("--val-data", help="VOC-layout validation root (its val split); validation is skipped without")
-    parser.add_argument("--output", help="run folder: checkpoints and the exported best_model.pt")
+    parser.add_argument("--output", help="(required) run folder: checkpoints and the exported best_model.pt")
     parser.add_argument("--config", help="YAML file of options (keys are flag names); flags override it")
-    parser.add_argument("--arch", choices=("deeplabv2", "deeplabv3"), help="default deeplabv2")
-    parser.add_argument("--backbone", choices=("resnet50", "resnet101"), help="default resnet101")
+    parser.add_argument("--arch", choices=ARCHS, help="default deeplabv2")
+    parser.add_argument("--backbone", choices=BACKBONES, help="default resnet101")
     parser.add_argument("--output-stride", type=int, choices=(8, 16), help="default 8")
-    parser.add_argument("--num-classes", type=int, help="default: the dataset's classes.txt, else 21")
-    parser.add_argument("--crop-size", type=int, help="default 321 (v2) / 513 (v3)")
-    parser.add_argument("--batch-size", type=int, help="images per worker per step (default 10)")
-    parser.add_argument("--accumulation", type=int, help="micro-batches per optimizer step, for small GPUs (default 1)")
-    parser.add_argument("--iterations", type=int, help="optimizer steps (default 20000)")
-    parser.add_argument("--lr", type=float, help="base LR (default 2.5e-4 v2 / 7e-3 v3); the head gets 10x")
+    parser.add_argument("--num-classes", type=positive_int, help="default: the dataset's classes.txt, else 21")
+    parser.add_argument("--crop-size", type=positive_int, help="default 321 (v2) / 513 (v3)")
+    parser.add_argument("--batch-size", type=positive_int, help="images per worker per step (default 10)")
+    parser.add_argument("--accumulation", type=positive_int, help="micro-batches per optimizer step, for small GPUs (default 1)")
+    parser.add_argument("--iterations", type=positive_int, help="optimizer steps (default 20000)")
+    parser.add_argument("--lr", type=positive_float, help="base LR (default 2.5e-4 v2 / 7e-3 v3); the head gets 10x")
     parser.add_argument("--momentum", type=float, help="default 0.9")
     parser.add_argument("--weight-decay", type=float, help="default 5e-4 (v2) / 1e-4 (v3)")
     parser.add_argument("--lr-power", type=float, help="poly LR power (default 0.9)")
     parser.add_argument("--head-lr-multiplier", type=float, help="default 10")
     parser.add_argument("--min-scale", type=float, help="random scale lower bound (default 0.5)")
     parser.add_argument("--max-scale", type=float, help="random scale upper bound (default 2.0)")
-    parser.add_argument("--workers", type=int, help="Ray Train workers (DDP processes; default 1)")
-    parser.add_argument("--cpus-per-worker", type=float, help="CPUs reserved per worker (default 1)")
+    parser.add_argument("--workers", type=positive_int, help="Ray Train workers (DDP processes; default 1)")
+    parser.add_argument("--cpus-per-worker", type=positive_float, help="CPUs reserved per worker (default 1)")
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker, NCCL")
     parser.add_argument("--amp", action="store_true", help="bf16 (or fp16) autocast on GPUs")
     parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across workers")
@@ -249,9 +254,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pretrained-backbone", help="ImageNet ResNet weights: a local .pth path, or 'cache' for the "
                                                       "torch hub cache; never downloaded")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its latest checkpoint")
-    parser.add_argument("--val-every", type=int, help="validate and checkpoint every N iterations (default 1000)")
-    parser.add_argument("--log-every", type=int, help="progress line every N iterations (default 20)")
-    parser.add_argument("--keep-checkpoints", type=int, help="best checkpoints kept (default 3)")
+    parser.add_argument("--val-every", type=positive_int, help="validate and checkpoint every N iterations (default 1000)")
+    parser.add_argument("--log-every", type=positive_int, help="progress line every N iterations (default 20)")
+    parser.add_argument("--keep-checkpoints", type=positive_int, help="best checkpoints kept (default 3)")
     parser.add_argument("--max-failures", type=int, help="restarts after a worker dies (default 0; -1: no limit)")
     parser.add_argument("--seed", type=int, help="data order and augmentation seed (default 0)")
     args = parser.parse_args(argv)
@@ -263,6 +268,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for required in ("data", "output"):
         if not options.get(required):
             parser.error(f"--{required} is required (on the command line or in --config)")
+    for key in POSITIVE_OPTIONS:  # YAML values too, not only the flags' own types
+        value = options.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0):
+            parser.error(f"--{key.replace('_', '-')} must be a number greater than 0, got {value!r}")
     recipe = RECIPES[options["arch"]]
     for key in ("lr", "weight_decay", "crop_size"):
         if options[key] is None:
