@@ -12,6 +12,8 @@ Everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -178,24 +180,54 @@ def ray_environment(settings: Settings) -> dict[str, str]:
     return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": settings.auth_token}
 
 
+def ray_temp_dir(state: Path) -> Path:
+    """Where this cluster's Ray keeps its session files: a short path whatever the checkout's, because Ray's unix
+    sockets live ~70 characters below it and AF_UNIX paths are limited to 107 bytes (a long path breaks the
+    dashboard, and with it job submission)."""
+    digest = hashlib.sha1(str(state.resolve()).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"dlr-ray-{digest}"
+
+
+def job_api_answers(settings: Settings, seconds: float) -> bool:
+    """Whether the head's job-submission API answers this cluster's token within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    request = urllib.request.Request(f"http://{HOST}:{DASHBOARD_PORT}/api/jobs/",
+                                     headers={"Authorization": f"Bearer {settings.auth_token}"})
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
 def ray_head_running(settings: Settings) -> bool:
-    result = subprocess.run([_require("ray", "ray[default]"), "status", f"--address={HOST}:{GCS_PORT}"],
-                            env=ray_environment(settings), capture_output=True, text=True, timeout=60)
-    return result.returncode == 0
+    """True if this cluster's head runs (nothing listens on the GCS port: False at once, not after a probe)."""
+    if not _port_in_use(GCS_PORT):
+        return False
+    if job_api_answers(settings, seconds=5):
+        return True
+    raise ClusterError(f"port {GCS_PORT} on {HOST} is taken, but not by this cluster's Ray head (another Ray "
+                       "cluster, or one started with another token); stop it first")
 
 
 def start_ray_head(state: Path, settings: Settings, num_cpus: int | None = None) -> None:
-    """`ray start --head` on 127.0.0.1 with token authentication; the S3 variables reach every worker."""
+    """`ray start --head` on 127.0.0.1 with token authentication; the S3 variables reach every worker. Returns once
+    the head answers a job-submission call."""
     if ray_head_running(settings):
         return
     for port in (GCS_PORT, DASHBOARD_PORT):
         if _port_in_use(port):
-            raise ClusterError(f"port {port} on {HOST} is taken (another Ray cluster? `ray stop` ends it)")
-    temp_dir = state / "ray"
+            raise ClusterError(f"port {port} on {HOST} is taken (another Ray cluster?); stop it first")
+    temp_dir = ray_temp_dir(state)
     temp_dir.mkdir(parents=True, exist_ok=True)
     command = [_require("ray", "ray[default]"), "start", "--head", f"--node-ip-address={HOST}", f"--port={GCS_PORT}",
                f"--dashboard-host={HOST}", f"--dashboard-port={DASHBOARD_PORT}", "--disable-usage-stats",
-               f"--temp-dir={temp_dir.resolve()}"]
+               f"--temp-dir={temp_dir}"]
     if num_cpus is not None:
         command.append(f"--num-cpus={num_cpus}")
     env = {**ray_environment(settings), **{k: v for k, v in client_environment(settings).items()
@@ -203,11 +235,56 @@ def start_ray_head(state: Path, settings: Settings, num_cpus: int | None = None)
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     if result.returncode != 0:
         raise ClusterError(f"`ray start --head` failed:\n{result.stdout}\n{result.stderr}")
+    if not job_api_answers(settings, seconds=60):
+        stop_ray(state)
+        raise ClusterError(f"the Ray head started but its job API at http://{HOST}:{DASHBOARD_PORT} did not answer "
+                           f"within 60 s; see the logs under {temp_dir}/session_latest/logs")
 
 
-def stop_ray(settings: Settings) -> None:
-    subprocess.run([_require("ray", "ray[default]"), "stop", "--force"], env=ray_environment(settings),
-                   capture_output=True, timeout=120)
+def start_ray_worker(state: Path, settings: Settings, num_cpus: int, node_manager_port: int) -> None:
+    """A second Ray node on this machine joining the head (for tests of node failures)."""
+    env = {**ray_environment(settings), **{k: v for k, v in client_environment(settings).items()
+                                           if k.startswith("AWS_")}}
+    command = [_require("ray", "ray[default]"), "start", f"--address={HOST}:{GCS_PORT}",
+               f"--node-ip-address={HOST}", f"--num-cpus={num_cpus}", f"--node-manager-port={node_manager_port}",
+               "--disable-usage-stats"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    if result.returncode != 0:
+        raise ClusterError(f"`ray start --address` failed:\n{result.stdout}\n{result.stderr}")
+
+
+def cluster_processes(state: Path) -> list:
+    """This cluster's Ray processes: those whose command line names its session folder, and their descendants.
+    Never another user's or another cluster's Ray (``ray stop`` would find those by name, machine-wide)."""
+    import psutil
+
+    marker = str(ray_temp_dir(state))
+    roots = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(marker in part for part in process.info["cmdline"] or ()):
+            roots.append(process)
+    found = {process.pid: process for process in roots}
+    for process in roots:
+        try:
+            found.update({child.pid: child for child in process.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            pass
+    found.pop(os.getpid(), None)
+    return list(found.values())
+
+
+def stop_ray(state: Path, timeout: float = 15) -> None:
+    """Stop this cluster's Ray processes (SIGTERM, then SIGKILL for those still running after ``timeout``)."""
+    import psutil
+
+    processes = cluster_processes(state)
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 def stop_s3(state: Path) -> None:
@@ -230,8 +307,7 @@ def up(state: Path, bucket: str | None = None, s3_port: int | None = None, num_c
 
 
 def down(state: Path) -> None:
-    settings = load_settings(state)
-    stop_ray(settings)
+    stop_ray(state)
     stop_s3(state)
 
 
@@ -258,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"export {name}={shlex.quote(value)}")
     except ClusterError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

@@ -101,7 +101,10 @@ def build_from_checkpoint(checkpoint: Checkpoint) -> DeepLab:
     try:
         model.load_state_dict(checkpoint.state["model_state"], strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{checkpoint.uri}: weights do not fit the model in its config ({err})") from None
+        details = " ".join(str(err).split())  # torch's message spans many lines: one line, shortened
+        details = details if len(details) <= 240 else details[:240] + " ..."
+        raise CheckpointError(f"{checkpoint.uri}: weights do not fit the model in its config ({config['arch']}/"
+                              f"{config['backbone']}, {config['num_classes']} classes): {details}") from None
     return model.eval()
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from deeplab_core.crf import refine_low_res
 from deeplab_core.data.transforms import resize_image, resize_labels
 from deeplab_core.inference import (
-    IMAGENET_MEAN, IMAGENET_STD, TRANSPORT_DTYPE, as_tensor, low_res_size, predict_low_res, upsample_logits,
+    IMAGENET_MEAN, IMAGENET_STD, as_tensor, low_res_size, predict_low_res, upsample_logits,
     working_size,
 )
 

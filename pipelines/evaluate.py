@@ -17,13 +17,13 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw
 
-from deeplab_core.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint
-from deeplab_core.data import DatasetError, image_uri, mask_uri, read_split
+from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
+from deeplab_core.data import image_uri, mask_uri, read_split
 from deeplab_core.data.transforms import resize_labels
 from deeplab_core.io import join_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
 from pipelines.options import HelpFormatter, add_model_options
-from pipelines.runtime import explain
+from pipelines.runtime import check_writable, explain, is_user_error
 
 REPORT_FILE, MATRIX_FILE = "report.json", "confusion_matrix.png"
 
@@ -69,11 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = load_checkpoint(args.checkpoint)
         build_from_checkpoint(checkpoint)  # a config that does not fit the weights fails here, not in every actor
         ids = read_split(args.data, args.split)
-    except (CheckpointError, DatasetError, OSError) as err:
+        check_writable(args.output)
+    except Exception as err:  # noqa: BLE001 - a user's mistake is one line; anything else keeps its traceback
+        if not is_user_error(err):
+            raise
         print(f"error: {explain(err)}", file=sys.stderr)
         return 2
     config = checkpoint.config
-    num_classes = config["num_classes"]
     print(f"[evaluate] {len(ids)} images of {args.data} ({args.split}) with model {checkpoint.digest}", flush=True)
 
     plain, refined, failures, precision = run_pipeline(args, ids, checkpoint)

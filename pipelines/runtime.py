@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from urllib.parse import urlparse
 
 import pyarrow.fs
 
-from deeplab_core.io import protocol_of
+from deeplab_core.io import filesystem, join_uri, protocol_of, write_bytes
 
 S3_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                 "AWS_DEFAULT_REGION", "AWS_REGION")
@@ -59,10 +60,13 @@ def pyarrow_storage(uri: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
         if region:
             options["region"] = region
         return uri.split("://", 1)[1].rstrip("/"), pyarrow.fs.S3FileSystem(**options)
-    from deeplab_core.io import filesystem
-
     fs, path = filesystem(uri)
     return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+
+
+def is_user_error(error: Exception) -> bool:
+    """A mistake in what the user gave (a path, a checkpoint, data, credentials), as opposed to a bug."""
+    return isinstance(error, (OSError, ValueError)) or "Credentials" in type(error).__name__
 
 
 def explain(error: Exception) -> str:
@@ -74,3 +78,14 @@ def explain(error: Exception) -> str:
         return (f"access denied ({error}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL) "
                 "for the bucket")
     return str(error)
+
+
+def check_writable(output: str) -> None:
+    """Write and delete a probe file, so that an unwritable --output fails before any work is done."""
+    probe = join_uri(output, f".write-test-{uuid.uuid4().hex[:8]}")
+    try:
+        write_bytes(probe, b"")
+    except OSError as err:
+        raise OSError(f"--output {output} is not writable ({type(err).__name__}: {err})") from None
+    fs, path = filesystem(probe)
+    fs.rm(path)

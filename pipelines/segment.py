@@ -18,14 +18,13 @@ import argparse
 import math
 import sys
 import time
-import uuid
 
-from deeplab_core.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint
+from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
 from deeplab_core.io import join_uri
-from pipelines.inputs import InputError, assign_output_names, list_inputs
+from pipelines.inputs import assign_output_names, list_inputs
 from pipelines.manifest import compact, completed, record_errors, run_folder
 from pipelines.options import HelpFormatter, add_model_options, positive_int
-from pipelines.runtime import explain
+from pipelines.runtime import check_writable, explain, is_user_error
 
 # Manifest rows are written per block: a crash loses at most the blocks in flight. Blocks are also the unit of
 # parallelism of the decode and write tasks, so they stay small enough to give every CPU work.
@@ -55,11 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs = list_inputs(args.input)
         done = completed(args.output)
         check_writable(args.output)
-    except (CheckpointError, InputError, OSError) as err:
-        print(f"error: {explain(err)}", file=sys.stderr)
-        return 2
-    except Exception as err:  # noqa: BLE001 - e.g. botocore's NoCredentialsError, which is no OSError
-        if "Credentials" not in type(err).__name__:
+    except Exception as err:  # noqa: BLE001 - a user's mistake is one line; anything else keeps its traceback
+        if not is_user_error(err):
             raise
         print(f"error: {explain(err)}", file=sys.stderr)
         return 2
@@ -89,19 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[segment] done: {ok} ok, {failed} failed of {len(inputs)} inputs; {len(todo)} segmented this run at "
           f"{rate:.2f} images/s; masks in {args.output}/masks, manifest in {args.output}/manifest", flush=True)
     return 0
-
-
-def check_writable(output: str) -> None:
-    """Write and delete a probe file, so that an unwritable --output fails before any work is done."""
-    from deeplab_core.io import filesystem, write_bytes
-
-    probe = join_uri(output, f".write-test-{uuid.uuid4().hex[:8]}")
-    try:
-        write_bytes(probe, b"")
-    except OSError as err:
-        raise OSError(f"--output {output} is not writable ({type(err).__name__}: {err})") from None
-    fs, path = filesystem(probe)
-    fs.rm(path)
 
 
 def rows_per_block(args: argparse.Namespace, count: int) -> int:

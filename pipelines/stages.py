@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from collections import defaultdict
 
 import numpy as np
 import pyarrow as pa

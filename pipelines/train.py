@@ -17,9 +17,11 @@ import argparse
 import contextlib
 import json
 import math
+import re
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -82,7 +84,7 @@ def train_loop_per_worker(config: dict) -> None:
         scaler.load_state_dict(state["scaler_state"])
         iteration, best_miou = state["iteration"], state.get("best_miou", -1.0)
         if rank == 0:
-            print(f"[train] resumed from iteration {iteration} (checkpoint {checkpoint.path})", flush=True)
+            worker_log(f"[train] resumed from iteration {iteration} (checkpoint {checkpoint.path})")
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if config["has_val"] else None
@@ -115,9 +117,9 @@ def train_loop_per_worker(config: dict) -> None:
                              * world_size / max(elapsed, 1e-9))
         if rank == 0 and (iteration % config["log_every"] == 0 or iteration == config["iterations"]):
             eta = (config["iterations"] - iteration) * elapsed / max(iteration - started_iteration, 1)
-            print(f"[train] iter {iteration}/{config['iterations']} loss {loss_sum / loss_count:.4f} "
-                  f"lr {optimizer.param_groups[0]['lr']:.3g} {images_per_second:.1f} img/s "
-                  f"eta {time.strftime('%H:%M:%S', time.gmtime(eta))}", flush=True)
+            worker_log(f"[train] iter {iteration}/{config['iterations']} loss {loss_sum / loss_count:.4f} "
+                       f"lr {optimizer.param_groups[0]['lr']:.3g} {images_per_second:.1f} img/s "
+                       f"eta {time.strftime('%H:%M:%S', time.gmtime(eta))}")
 
         if iteration % config["val_every"] == 0 or iteration == config["iterations"]:
             metrics = {"iteration": iteration, "loss": loss_sum / loss_count, "lr": optimizer.param_groups[0]["lr"],
@@ -129,12 +131,20 @@ def train_loop_per_worker(config: dict) -> None:
                 metrics["val_pixel_accuracy"] = matrix.pixel_accuracy()
                 best_miou = max(best_miou, metrics["val_miou"])
                 if rank == 0:
-                    print(f"[train] iter {iteration} validation mIoU {metrics['val_miou']:.4f} "
-                          f"pixel accuracy {metrics['val_pixel_accuracy']:.4f}", flush=True)
+                    worker_log(f"[train] iter {iteration} validation mIoU {metrics['val_miou']:.4f} "
+                               f"pixel accuracy {metrics['val_pixel_accuracy']:.4f}")
                 model.train()
             _report(metrics, model, optimizer, scheduler, scaler, iteration, best_miou, config, rank)
 
     _write_worker_report(config["output"], rank, world_size, seen, model, iteration)
+
+
+def worker_log(message: str) -> None:
+    """A progress line from a worker, printed once. Ray Train wraps ``print`` on its workers to send each line both
+    to the process's stdout and to its logger, which the driver shows again; the process's own stdout is shown
+    once."""
+    sys.__stdout__.write(message + "\n")
+    sys.__stdout__.flush()
 
 
 def evaluate_shard(model: torch.nn.Module, shard, num_classes: int, device: torch.device,
@@ -199,7 +209,7 @@ def _amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
     if not amp:
         return None
     if device.type != "cuda":
-        print("[train] --amp only applies on GPUs; training in float32 on the CPU", flush=True)
+        worker_log("[train] --amp only applies on GPUs; training in float32 on the CPU")
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
@@ -355,11 +365,40 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[train] {args.arch}/{args.backbone} stride {args.output_stride}, {num_classes} classes, "
           f"{len(train_set)} training images, {args.workers} worker(s) x {args.batch_size} images, "
           f"{args.iterations} iterations -> {args.output}", flush=True)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        cause = dataset_error_in(err)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        if not run_exists:
+            remove_run_without_checkpoints(args.output)  # so that fixing the data and re-running just works
+        return 2
 
     best = export_best_model(result, args.output, bool(val_set))
     print(f"[train] done: best model ({best}) exported to {join_uri(args.output, BEST_MODEL_FILE)}", flush=True)
     return 0
+
+
+def dataset_error_in(error: BaseException) -> str | None:
+    """The first ``DatasetError`` message (a bad mask, say, found while a worker read its data) inside a training
+    failure, so that the user sees one line naming the file instead of Ray's tracebacks."""
+    failures = list(getattr(error, "worker_failures", {}).values()) or [error]
+    for failure in failures:
+        text = "".join(traceback.format_exception(failure))
+        found = re.search(r"DatasetError: (.+)", text)
+        if found:
+            return found.group(1).strip()
+    return None
+
+
+def remove_run_without_checkpoints(output: str) -> None:
+    from deeplab_core.io import filesystem
+
+    fs, run = filesystem(join_uri(output, RUN_NAME))
+    if fs.exists(run) and not any("checkpoint_" in path for path in fs.find(run)):
+        fs.rm(run, recursive=True)
 
 
 def export_best_model(result, output: str, by_miou: bool) -> str:

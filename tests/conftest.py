@@ -51,7 +51,7 @@ def ray_cluster(s3, cluster_state):
     ray.shutdown()
     os.environ.clear()
     os.environ.update(saved)
-    local.stop_ray(s3)
+    local.stop_ray(cluster_state)
 
 
 # A 3-class shapes set at 64 px, learnable from scratch on 2 CPU cores in a few minutes. Measured in-process with

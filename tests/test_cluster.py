@@ -3,6 +3,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -76,3 +77,35 @@ def test_s3_runtime_env_carries_only_the_aws_variables(s3):
     assert set(runtime_env["env_vars"]) == {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                             "AWS_DEFAULT_REGION"}
     json.dumps(runtime_env)
+
+
+def test_ray_session_files_live_on_a_short_path_whatever_the_checkout(tmp_path):
+    deep = tmp_path / ("a-rather-long-folder-name-" * 6) / ".state" / "local"
+    temp_dir = local.ray_temp_dir(deep)
+    # Ray's longest socket path below its temp dir is ~70 characters; AF_UNIX allows 107 bytes.
+    assert len(str(temp_dir)) + 70 < 107
+    assert local.ray_temp_dir(deep) == temp_dir != local.ray_temp_dir(tmp_path)
+
+
+def test_a_head_with_another_token_is_refused_quickly(ray_cluster, cluster_state):
+    stranger = local.Settings(auth_token="not-this-clusters-token")
+    started = time.monotonic()
+    with pytest.raises(local.ClusterError, match="not by this cluster's Ray head"):
+        local.ray_head_running(stranger)
+    assert time.monotonic() - started < 15
+    assert local.ray_head_running(local.load_settings(cluster_state))  # the real token: answered
+
+
+def test_stop_ray_ends_only_this_clusters_processes(tmp_path):
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    ours = subprocess.Popen(sleeper + [f"--temp-dir={local.ray_temp_dir(mine)}"])
+    theirs = subprocess.Popen(sleeper + [f"--temp-dir={local.ray_temp_dir(other)}"])
+    try:
+        assert [p.pid for p in local.cluster_processes(mine)] == [ours.pid]
+        local.stop_ray(mine, timeout=5)
+        assert ours.wait(timeout=10) is not None
+        assert theirs.poll() is None  # another cluster's process is left alone
+    finally:
+        ours.kill()
+        theirs.kill()

@@ -4,7 +4,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -98,33 +97,6 @@ def test_bucket_segmentation_is_complete_correct_and_idempotent(trained_run, s3)
     assert mask_times() == before  # nothing segmented twice
     again = _rows(output)
     assert {uri: row["status"] for uri, row in again.items()} == {uri: row["status"] for uri, row in rows.items()}
-
-
-def test_interrupted_local_run_is_finished_by_a_rerun(trained_run, tmp_path):
-    inputs, output = str(tmp_path / "in"), str(tmp_path / "out")
-    rng = np.random.default_rng(5)
-    for index in range(32):
-        image, _ = make_sample(rng, size=64, num_classes=NUM_CLASSES)
-        write_bytes(f"{inputs}/batch_{index // 16}/img_{index:02d}.jpg", encode_jpeg(image))
-    command = [sys.executable, "-m", "pipelines.segment", "--input", inputs, "--output", output,
-               "--checkpoint", trained_run, "--rows-per-block", "2", "--batch-size", "2"]
-    log = tmp_path / "first.log"
-    with log.open("w") as sink:
-        first = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while not list(Path(output).glob("manifest/run-*/*.parquet")):
-            assert first.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
-        first.kill()
-        first.wait()
-    partial = read_manifest(output).num_rows
-    assert 0 < partial < 32, partial
-
-    assert segment.main(["--input", inputs, "--output", output, "--checkpoint", trained_run]) == 0
-    rows = _rows(output)
-    assert len(rows) == 32 and all(row["status"] == "ok" for row in rows.values())
-    assert len(list(Path(output).glob("masks/batch_*/img_*.png"))) == 32
-    assert len(list(Path(output).glob("manifest/*.parquet"))) == 1
 
 
 def test_wrong_secret_is_a_clear_error_not_a_hang(trained_run, s3, tmp_path, monkeypatch, capsys):

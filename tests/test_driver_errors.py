@@ -1,0 +1,111 @@
+"""A user's mistake ends in one `error:` line and exit code 2, before Ray starts where it can be checked there."""
+
+import numpy as np
+import pytest
+
+from deeplab_core.checkpoint import save_checkpoint
+from deeplab_core.io import encode_palette_png, write_bytes
+from deeplab_core.models import build_model
+from deeplab_core.synthetic import generate
+from pipelines import evaluate, segment, train
+from tests.conftest import NUM_CLASSES, SMALL_MODEL
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_checkpoint(str(path), build_model("deeplabv2", "resnet50", 16, NUM_CLASSES))
+    return str(path)
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_a_checkpoint_whose_config_does_not_fit_its_weights_is_refused_before_ray(tmp_path, capsys):
+    mismatched = tmp_path / "mismatched.pt"
+    model = build_model("deeplabv2", "resnet50", 16, NUM_CLASSES)
+    config = {"arch": "deeplabv3", "backbone": "resnet50", "output_stride": 16, "num_classes": 5,
+              "class_names": [str(i) for i in range(5)], "mean": [0.5] * 3, "std": [0.2] * 3}
+    save_checkpoint(str(mismatched), model, config)
+    (tmp_path / "in").mkdir()
+    for main in (segment.main, lambda argv: evaluate.main(["--data", str(tmp_path / "in")] + argv[2:])):
+        assert main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                     "--checkpoint", str(mismatched)]) == 2
+        assert "weights do not fit the model in its config" in _error_line(capsys)
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_an_unwritable_output_is_refused_before_any_work(tmp_path, tiny_checkpoint, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "a-file").write_text("not a folder")
+    assert segment.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "a-file" / "out"),
+                         "--checkpoint", tiny_checkpoint]) == 2
+    assert "is not writable" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--iterations", "-5"], ["--crop-size", "x"],
+                                  ["--workers", "0"], ["--lr", "0"]])
+def test_impossible_training_numbers_are_refused_by_the_parser(argv, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(["--data", "d", "--output", str(tmp_path / "run"), *argv])
+    assert exit_info.value.code == 2
+    assert argv[0] in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_impossible_numbers_in_a_yaml_config_are_refused_too(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("batch_size: 0\n")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--data", "d", "--output", "o", "--config", str(config)])
+    assert "--batch-size must be a number greater than 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--max-pixels", "-1"], ["--crf-prune-ratio", "-0.1"],
+                                  ["--precision", "int8"]])
+def test_impossible_segmentation_options_are_refused_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        segment.parse_args(["--input", "i", "--output", "o", "--checkpoint", "c", *argv])
+    assert exit_info.value.code == 2
+
+
+def test_help_marks_required_options_and_says_the_crf_is_on_by_default(capsys):
+    with pytest.raises(SystemExit):
+        segment.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "(default: None)" not in text and "on by default" in " ".join(text.split())
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--data DATA (required)" in text and "--output OUTPUT (required)" in text
+
+
+@pytest.mark.integration
+def test_s3_input_without_credentials_names_the_variables_to_set(s3, tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    assert segment.main(["--input", f"s3://{s3.bucket}/photos", "--output", str(tmp_path / "out"),
+                         "--checkpoint", tiny_checkpoint]) == 2
+    line = _error_line(capsys)
+    assert "AWS_ACCESS_KEY_ID" in line and "AWS_SECRET_ACCESS_KEY" in line
+
+
+@pytest.mark.integration
+def test_a_bad_class_id_found_by_a_worker_is_one_line_naming_the_file(ray_cluster, tmp_path, capsys):
+    data = str(tmp_path / "data")
+    splits = generate(data, num_images=8, size=64, num_classes=NUM_CLASSES, seed=8)
+    bad_id = splits["train"][-1]  # not among the first masks the driver checks
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:20, 10:20] = 7
+    write_bytes(f"{data}/SegmentationClass/{bad_id}.png", encode_palette_png(mask))
+    output = str(tmp_path / "run")
+    assert train.main(["--data", data, "--output", output, *SMALL_MODEL, "--workers", "1",
+                       "--iterations", "4"]) == 2
+    line = _error_line(capsys)
+    assert f"{bad_id}.png" in line and "class ids [7]" in line, line
+    assert not (tmp_path / "run" / "train").exists()  # nothing that blocks the next run
