@@ -29,6 +29,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from deeplab_core.io import AWS_VARIABLES
+
 DEFAULT_STATE = Path(".state/local")
 HOST = "127.0.0.1"
 GCS_PORT = 6379
@@ -86,8 +88,7 @@ def s3_runtime_env(environment: dict[str, str] | None = None) -> dict:
     """A runtime_env passing the S3 variables to a job's every process (Ray Train's controller does not inherit
     the submitting shell's environment), for ``ray job submit --runtime-env-json``."""
     environment = environment if environment is not None else dict(os.environ)
-    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    return {"env_vars": {name: environment[name] for name in names if environment.get(name)}}
+    return {"env_vars": {name: environment[name] for name in AWS_VARIABLES if environment.get(name)}}
 
 
 def _port_in_use(port: int) -> bool:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE_INDEX = 255
-
 
 class ConfusionMatrix:
     """Counts (label, prediction) pixel pairs; rows are labels, columns predictions.

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-IGNORE_INDEX = 255
+from deeplab_core.io.images import IGNORE_INDEX
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,12 @@ from urllib.parse import urlparse
 
 import pyarrow.fs
 
-from deeplab_core.io import filesystem, join_uri, protocol_of, write_bytes
+from deeplab_core.io import AWS_VARIABLES, filesystem, join_uri, protocol_of, write_bytes
 
-S3_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                "AWS_DEFAULT_REGION", "AWS_REGION")
 
 
 def s3_env_vars() -> dict[str, str]:
-    return {name: os.environ[name] for name in S3_VARIABLES if os.environ.get(name)}
+    return {name: os.environ[name] for name in AWS_VARIABLES if os.environ.get(name)}
 
 
 def init_ray() -> None:

@@ -90,6 +90,9 @@ def train_loop_per_worker(config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("val") if config["has_val"] else None
     seen = []  # the unique seeds of the rows this worker trained on: evidence that workers get different shards
     started, started_iteration = time.monotonic(), iteration
+    # Steady state: the rate after the first iterations, which pay for cuDNN autotuning and the data pipeline's start.
+    warmup_iterations = min(5, max(0, (config["iterations"] - iteration) // 4))
+    steady_started = started if warmup_iterations == 0 else None
     loss_sum, loss_count = 0.0, 0
     batches = train_shard.iter_torch_batches(batch_size=config["batch_size"], device=device, drop_last=True)
     model.train()
@@ -111,6 +114,8 @@ def train_loop_per_worker(config: dict) -> None:
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         iteration += 1
+        if iteration - started_iteration == warmup_iterations:
+            steady_started = time.monotonic()
 
         elapsed = time.monotonic() - started
         images_per_second = ((iteration - started_iteration) * config["batch_size"] * config["accumulation"]
@@ -136,7 +141,11 @@ def train_loop_per_worker(config: dict) -> None:
                 model.train()
             _report(metrics, model, optimizer, scheduler, scaler, iteration, best_miou, config, rank)
 
-    _write_worker_report(config["output"], rank, world_size, seen, model, iteration)
+    steady = None
+    if steady_started is not None and iteration > started_iteration + warmup_iterations:
+        steady = ((iteration - started_iteration - warmup_iterations) * config["batch_size"] * config["accumulation"]
+                  * world_size / (time.monotonic() - steady_started))
+    _write_worker_report(config["output"], rank, world_size, seen, model, iteration, steady)
 
 
 def worker_log(message: str) -> None:
@@ -187,10 +196,11 @@ def _report(metrics: dict, model, optimizer, scheduler, scaler, iteration: int, 
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _write_worker_report(output: str, rank: int, world_size: int, seen: list[int], model, iteration: int) -> None:
+def _write_worker_report(output: str, rank: int, world_size: int, seen: list[int], model, iteration: int,
+                         steady_images_per_second: float | None) -> None:
     checksum = sum(float(p.detach().double().sum()) for p in _unwrap(model).parameters())
     report = {"rank": rank, "world_size": world_size, "iteration": iteration, "samples_seen": seen,
-              "parameter_checksum": checksum}
+              "parameter_checksum": checksum, "steady_images_per_second": steady_images_per_second}
     write_bytes(join_uri(output, WORKER_REPORTS, f"rank_{rank}.json"), json.dumps(report).encode())
 
 

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-IGNORE_INDEX = 255
+from deeplab_core.io.images import IGNORE_INDEX
+
 # The ImageNet mean colour: padding with it becomes 0 after normalisation.
 MEAN_COLOUR = (124, 116, 104)
 

@@ -13,6 +13,7 @@ from deeplab_core.io.images import (
     voc_colormap,
 )
 from deeplab_core.io.uri import (
+    AWS_VARIABLES,
     exists,
     filesystem,
     is_dir,
@@ -27,7 +28,7 @@ from deeplab_core.io.uri import (
 )
 
 __all__ = [
-    "IGNORE_INDEX", "VOC_COLORMAP", "ImageDecodeError", "decode_image", "decode_mask", "encode_jpeg",
+    "AWS_VARIABLES", "IGNORE_INDEX", "VOC_COLORMAP", "ImageDecodeError", "decode_image", "decode_mask", "encode_jpeg",
     "encode_palette_png", "encode_png", "exists", "filesystem", "is_dir", "join_uri", "list_files", "overlay",
     "protocol_of", "read_bytes", "read_text", "relative_path", "s3_options", "voc_colormap", "write_bytes",
 ]

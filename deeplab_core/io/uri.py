@@ -15,6 +15,11 @@ import fsspec
 from fsspec import AbstractFileSystem
 
 
+# The standard variables that configure S3 access: the single list every process and runtime env passes on.
+AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_DEFAULT_REGION", "AWS_REGION")
+
+
 def s3_options() -> dict:
     """s3fs keyword arguments from the standard AWS environment variables (empty when none are set)."""
     options: dict = {}
