@@ -36,6 +36,7 @@ from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.models import ARCHS, BACKBONES, build_model
 from pipelines.options import positive_float, positive_int
 from deeplab_core.runner import ModelRunner
+from pipelines.training_log import TrainingLog
 from deeplab_core.training import (
     RECIPES, build_optimizer, freeze_batchnorm, poly_lr_scheduler, segmentation_loss,
 )
@@ -86,6 +87,9 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             worker_log(f"[train] resumed from iteration {iteration} (checkpoint {checkpoint.path})")
 
+    class_names = config["model_config"]["class_names"]
+    log = TrainingLog.resume(config["output"], class_names, iteration) if rank == 0 else None
+
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if config["has_val"] else None
     seen = []  # the unique seeds of the rows this worker trained on: evidence that workers get different shards
@@ -125,6 +129,8 @@ def train_loop_per_worker(config: dict) -> None:
             worker_log(f"[train] iter {iteration}/{config['iterations']} loss {loss_sum / loss_count:.4f} "
                        f"lr {optimizer.param_groups[0]['lr']:.3g} {images_per_second:.1f} img/s "
                        f"eta {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+            log.add({"iteration": iteration, "loss": loss_sum / loss_count, "lr": optimizer.param_groups[0]["lr"],
+                     "images_per_second": images_per_second})
 
         if iteration % config["val_every"] == 0 or iteration == config["iterations"]:
             metrics = {"iteration": iteration, "loss": loss_sum / loss_count, "lr": optimizer.param_groups[0]["lr"],
@@ -134,11 +140,16 @@ def train_loop_per_worker(config: dict) -> None:
                 matrix = evaluate_shard(model, val_shard, config["num_classes"], device, config["batch_size"])
                 metrics["val_miou"] = matrix.miou()
                 metrics["val_pixel_accuracy"] = matrix.pixel_accuracy()
+                metrics.update({f"val_iou/{name}": float(value)
+                                for name, value in zip(class_names, matrix.per_class_iou())})
                 best_miou = max(best_miou, metrics["val_miou"])
                 if rank == 0:
                     worker_log(f"[train] iter {iteration} validation mIoU {metrics['val_miou']:.4f} "
                                f"pixel accuracy {metrics['val_pixel_accuracy']:.4f}")
                 model.train()
+            if log is not None:
+                log.add(metrics)
+                log.write()
             _report(metrics, model, optimizer, scheduler, scaler, iteration, best_miou, config, rank)
 
     steady = None

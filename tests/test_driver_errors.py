@@ -106,6 +106,10 @@ def test_a_bad_class_id_found_by_a_worker_is_one_line_naming_the_file(ray_cluste
     output = str(tmp_path / "run")
     assert train.main(["--data", data, "--output", output, *SMALL_MODEL, "--workers", "1",
                        "--iterations", "4"]) == 2
-    line = _error_line(capsys)
-    assert f"{bad_id}.png" in line and "class ids [7]" in line, line
+    err = capsys.readouterr().err.strip().splitlines()
+    # Ray's own log lines and the worker's echoed traceback (prefixed with its name) come first; the driver ends
+    # with one line of its own naming the file, and no traceback of its own.
+    assert err[-1].startswith("error: ") and f"{bad_id}.png" in err[-1] and "class ids [7]" in err[-1], err[-1]
+    assert sum(line.startswith("error: ") for line in err) == 1
+    assert not any(line.startswith("Traceback") for line in err)
     assert not (tmp_path / "run" / "train").exists()  # nothing that blocks the next run

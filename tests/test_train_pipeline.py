@@ -1,5 +1,6 @@
 """pipelines.train on a real local Ray cluster (2 CPU workers, gloo DDP) with a real S3 server."""
 
+import csv
 import json
 import os
 import re
@@ -95,6 +96,14 @@ def test_resume_continues_at_the_saved_iteration_on_a_local_path(ray_cluster, lo
     latest = torch.load(sorted((tmp_path / "run" / "train").glob("checkpoint_*/checkpoint.pt"))[-1],
                         weights_only=True)
     assert latest["scheduler_state"]["last_epoch"] == 6
+    # Training curves for people: the resumed run continued the first run's log.
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["iteration"]) for row in rows] == [2, 4, 6]
+    assert all(0 <= float(row["val_miou"]) <= 1 and float(row["loss"]) > 0 for row in rows)
+    assert {"val_iou/background", "val_iou/class_1", "val_iou/class_2"} <= set(rows[0])
+    assert (tmp_path / "run" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert [p.name for p in (tmp_path / "run" / "tensorboard").iterdir()] == ["events.out.tfevents.0.deeplab-ray"]
 
 
 def test_sync_bn_on_cpu_is_refused_clearly(tmp_path, capsys):
