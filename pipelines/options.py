@@ -12,34 +12,23 @@ from deeplab_core.inference import DEFAULT_MAX_PIXELS
 from deeplab_core.runner import PRECISIONS
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _checked_number(convert: type, accept, requirement: str):
+    """An argparse ``type`` converting with ``convert`` and refusing values ``accept`` rejects."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            kind = "a whole number" if convert is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
+        return value
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+positive_int = _checked_number(int, lambda value: value >= 1, "at least 1")
+positive_float = _checked_number(float, lambda value: value > 0, "greater than 0")
+non_negative_float = _checked_number(float, lambda value: value >= 0, "0 or more")
 
 
 def parse_scales(text: str) -> tuple[float, ...]:

@@ -25,6 +25,7 @@ from pipelines.inputs import assign_output_names, list_inputs
 from pipelines.manifest import compact, completed, record_errors, run_folder
 from pipelines.options import HelpFormatter, add_model_options, positive_int
 from pipelines.runtime import check_writable, explain, is_user_error
+from pipelines.stages import describe
 
 # Manifest rows are written per block: a crash loses at most the blocks in flight. Blocks are also the unit of
 # parallelism of the decode and write tasks, so they stay small enough to give every CPU work.
@@ -67,13 +68,19 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     if todo:
-        run_pipeline(args, todo, checkpoint)
+        try:
+            run_pipeline(args, todo, checkpoint)
+        except Exception as err:  # noqa: BLE001 - e.g. the output's storage went away: what finished is kept
+            print(f"error: the run stopped before finishing ({describe(err)}); the inputs it finished are in the "
+                  f"manifest: re-run the same command to do the rest", file=sys.stderr)
+            return 1
     elapsed = time.monotonic() - started
 
     manifest = compact(args.output)
     reported = set(manifest.column("uri").to_pylist())
-    unreported = {item["uri"]: "WorkerDiedError: the worker holding this input died (out of memory?) and the "
-                               "retry failed too; re-run to retry" for item in todo if item["uri"] not in reported}
+    unreported = {item["uri"]: "TaskFailedError: the task holding this input failed twice (its worker or node died, "
+                               "out of memory, or storage was unreachable); re-run to retry"
+                  for item in todo if item["uri"] not in reported}
     if unreported:
         record_errors(args.output, unreported, not args.no_crf, checkpoint.digest)
         manifest = compact(args.output)

@@ -18,7 +18,7 @@ import torch
 
 from deeplab_core.checkpoint import load_checkpoint, load_model
 from deeplab_core.data import VOCSegmentation
-from deeplab_core.inference import normalize, predict_logits
+from deeplab_core.runner import ModelRunner
 from deeplab_core.io import read_bytes
 from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.models import build_model
@@ -42,10 +42,12 @@ def local_dataset(tmp_path_factory):
 
 
 def _val_miou(model, root):
+    """Validation mIoU computed in-process the way segmentation computes labels (``ModelRunner``)."""
     dataset = VOCSegmentation(root, "val")
+    runner = ModelRunner(model, "cpu")
     matrix = ConfusionMatrix(NUM_CLASSES)
     for image, mask in (dataset[i] for i in range(len(dataset))):
-        matrix.update(predict_logits(model.eval(), normalize(image)[None]).argmax(1)[0].numpy(), mask)
+        matrix.update(runner.labels([image])[0], mask)
     return matrix.miou()
 
 
@@ -62,7 +64,9 @@ def test_two_workers_learn_the_task_with_checkpoints_in_s3(trained_run, s3, s3_d
     assert checkpoint.uri.endswith("best_model.pt")
     learned = _val_miou(model, s3_dataset)
     assert chance < 0.35 and learned >= LEARNING_THRESHOLD, (chance, learned)
-    assert checkpoint.state["metrics"]["val_miou"] == pytest.approx(learned, abs=1e-6)
+    # Validation batches images (the test scores them one by one): a rare argmax tie may flip, nothing more. The
+    # BatchNorm drift this guards against (each worker's own statistics) moved the score by far more.
+    assert checkpoint.state["metrics"]["val_miou"] == pytest.approx(learned, abs=2e-4)
 
     # Both workers took part, on different rows, and DDP kept their weights identical (averaged gradients).
     first, second = _worker_reports(output)
