@@ -178,3 +178,19 @@ def test_bf16_masks_agree_with_fp32_masks(trained_run, s3_dataset):
     bf16 = [label for image in images for label in ModelRunner(model, "cpu", precision="bf16").labels([image])]
     agreement = np.mean(np.concatenate([(a == b).ravel() for a, b in zip(fp32, bf16)]))
     assert agreement >= 0.995, agreement
+
+
+def test_evaluate_exits_non_zero_when_images_failed_unless_allowed(trained_run, tmp_path, capsys):
+    from deeplab_core.synthetic import generate
+
+    data = str(tmp_path / "data")
+    splits = generate(data, num_images=8, size=64, num_classes=NUM_CLASSES, seed=12)
+    broken = splits["val"][0]
+    write_bytes(f"{data}/JPEGImages/{broken}.jpg", b"\xff\xd8\xff truncated")
+    argv = ["--data", data, "--checkpoint", trained_run, "--output", str(tmp_path / "evaluation")]
+    assert evaluate.main(argv) == 1
+    assert broken in capsys.readouterr().err
+    assert evaluate.main(argv + ["--allow-failures"]) == 0
+    report = json.loads(Path(tmp_path, "evaluation", "report.json").read_text())
+    assert len(report["failed"]) == 1 and broken in report["failed"][0]
+    assert report["images"] == len(splits["val"]) and report["precision"] == "fp32"
