@@ -25,6 +25,11 @@ def init_ray() -> None:
     """
     import ray
 
+    import ray.data
+
+    # Ray Data's progress inside Ray's own actors (Ray Train's data coordinator) is otherwise drawn with tqdm escape
+    # codes into the driver's log: plain progress lines instead. An interactive driver keeps its bars.
+    ray.data.DataContext.get_current().use_ray_tqdm = False
     if ray.is_initialized():
         return
     # Inside `ray job submit`, the job's runtime env already applies to every process; Ray refuses a driver
