@@ -17,7 +17,7 @@ run() {  # run NAME SECONDS COMMAND...
   echo "== $name: $*" | tee -a "$out/summary.log"
   timeout "$limit" "$@" >"$out/$name.log" 2>&1
   echo "exit $? ($name)" >>"$out/summary.log"
-  grep -v -e ' INFO ' -e '^\s*$' "$out/$name.log" | tail -n 12 >>"$out/summary.log"
+  grep -v -e 'INFO' -e 'WARNING' -e 'core_worker' -e '^\s*$' "$out/$name.log" | tail -n 14 >>"$out/summary.log"
 }
 run segment-bf16 240 python -m benchmarks.segment --device "$device" --precision auto --images "$images" \
   --size "$size" --backbone "$backbone" --output-stride 8
