@@ -31,9 +31,14 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or incomplete; the message names the URI."""
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel (or DataParallel) wrapper; the model itself otherwise."""
+    return model.module if hasattr(model, "module") else model
+
+
 def model_config(model: nn.Module, class_names: list[str] | None = None,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict[str, Any]:
-    net: DeepLab = model.module if hasattr(model, "module") else model
+    net: DeepLab = unwrap(model)
     return {
         "arch": net.arch,
         "backbone": net.backbone.name,
@@ -47,7 +52,7 @@ def model_config(model: nn.Module, class_names: list[str] | None = None,
 
 def save_checkpoint(uri: str, model: nn.Module, config: dict[str, Any] | None = None, **training_state: Any) -> None:
     """Write ``model`` (unwrapped from DDP), its config and any extra training state to one file at ``uri``."""
-    net = model.module if hasattr(model, "module") else model
+    net = unwrap(model)
     config = config or model_config(net)
     missing = [key for key in CONFIG_KEYS if key not in config]
     if missing:

@@ -110,8 +110,6 @@ def run_pipeline(args: argparse.Namespace, todo: list[dict], checkpoint) -> None
     from pipelines.stages import TASK_RETRIES, ManifestWriter, add_model_stages
 
     init_ray()
-    # A block whose worker died twice is skipped instead of failing the job; main() records its inputs as errors.
-    ray.data.DataContext.get_current().max_errored_blocks = -1
     config = checkpoint.config
     crf = not args.no_crf
     per_block = rows_per_block(args, len(todo))
@@ -123,7 +121,14 @@ def run_pipeline(args: argparse.Namespace, todo: list[dict], checkpoint) -> None
     dataset = dataset.map_batches(ManifestWriter(args.output, config["num_classes"], checkpoint.digest, crf,
                                                  args.overlay), batch_size=None, **TASK_RETRIES)
     path, filesystem = pyarrow_storage(run_folder(args.output))
-    dataset.write_parquet(path, filesystem=filesystem, max_rows_per_file=per_block)
+    # A block whose task failed twice is skipped instead of failing the job; main() records its inputs as errors.
+    # Set for this run only: the context is the process's, and a training run in it must not skip bad data.
+    context = ray.data.DataContext.get_current()
+    previous, context.max_errored_blocks = context.max_errored_blocks, -1
+    try:
+        dataset.write_parquet(path, filesystem=filesystem, max_rows_per_file=per_block)
+    finally:
+        context.max_errored_blocks = previous
 
 
 if __name__ == "__main__":

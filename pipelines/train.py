@@ -28,7 +28,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from deeplab_core.checkpoint import BEST_MODEL_FILE, CHECKPOINT_FILE, model_config, save_checkpoint
+from deeplab_core.checkpoint import (
+    BEST_MODEL_FILE, CHECKPOINT_FILE, build_from_checkpoint, load_checkpoint, model_config, save_checkpoint, unwrap,
+)
 from deeplab_core.data import VOCSegmentation, read_class_names, read_sample
 from deeplab_core.inference import normalize
 from deeplab_core.io import exists, join_uri, write_bytes
@@ -78,8 +80,8 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-        _unwrap(model).load_state_dict(state["model_state"])
+            state = load_checkpoint(folder).state
+        unwrap(model).load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer_state"])
         scheduler.load_state_dict(state["scheduler_state"])
         scaler.load_state_dict(state["scaler_state"])
@@ -172,7 +174,7 @@ def evaluate_shard(model: torch.nn.Module, shard, num_classes: int, device: torc
     """Confusion matrix of this worker's validation shard, summed over all workers (all-reduce)."""
     import torch.distributed as dist
 
-    net = _unwrap(model).eval()
+    net = unwrap(model).eval()
     distributed = dist.is_available() and dist.is_initialized()
     if distributed:
         # DDP syncs BatchNorm statistics only at the start of a training forward, so each worker's have drifted
@@ -209,7 +211,7 @@ def _report(metrics: dict, model, optimizer, scheduler, scaler, iteration: int, 
 
 def _write_worker_report(output: str, rank: int, world_size: int, seen: list[int], model, iteration: int,
                          steady_images_per_second: float | None) -> None:
-    checksum = sum(float(p.detach().double().sum()) for p in _unwrap(model).parameters())
+    checksum = sum(float(p.detach().double().sum()) for p in unwrap(model).parameters())
     report = {"rank": rank, "world_size": world_size, "iteration": iteration, "samples_seen": seen,
               "parameter_checksum": checksum, "steady_images_per_second": steady_images_per_second}
     write_bytes(join_uri(output, WORKER_REPORTS, f"rank_{rank}.json"), json.dumps(report).encode())
@@ -220,10 +222,6 @@ def _gradient_sync(model: torch.nn.Module, enabled: bool) -> contextlib.Abstract
     if enabled or not hasattr(model, "no_sync"):
         return contextlib.nullcontext()
     return model.no_sync()
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def _amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
@@ -397,7 +395,11 @@ def main(argv: list[str] | None = None) -> int:
             remove_run_without_checkpoints(args.output)  # so that fixing the data and re-running just works
         return 2
 
-    best = export_best_model(result, args.output, bool(val_set))
+    try:
+        best = export_best_model(result, args.output, bool(val_set))
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"[train] done: best model ({best}) exported to {join_uri(args.output, BEST_MODEL_FILE)}", flush=True)
     return 0
 
@@ -426,17 +428,18 @@ def export_best_model(result, output: str, by_miou: bool) -> str:
     """Write the best checkpoint's model (without optimizer state) to ``<output>/best_model.pt``."""
     candidates = result.best_checkpoints or ([(result.checkpoint, result.metrics)] if result.checkpoint else [])
     if not candidates:
-        raise RuntimeError(f"training under {output} reported no checkpoint")
+        raise RuntimeError(f"training under {output} reported no checkpoint (did its data run out before the first "
+                           "--val-every iteration?)")
     if by_miou:
         checkpoint, metrics = max(candidates, key=lambda pair: pair[1].get("val_miou", -math.inf))
     else:
         checkpoint, metrics = max(candidates, key=lambda pair: pair[1].get("iteration", -1))
     with checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    model = build_model(**{k: state["config"][k] for k in ("arch", "backbone", "output_stride", "num_classes")})
-    model.load_state_dict(state["model_state"])
-    save_checkpoint(join_uri(output, BEST_MODEL_FILE), model, state["config"], iteration=state["iteration"],
-                    metrics=state["metrics"])
+        best = load_checkpoint(folder)
+    # Rebuilt and re-saved without the optimizer state: an inference checkpoint, its weights checked by a strict load.
+    model = build_from_checkpoint(best)
+    save_checkpoint(join_uri(output, BEST_MODEL_FILE), model, best.config, iteration=best.state["iteration"],
+                    metrics=best.state["metrics"])
     described = f"iteration {metrics.get('iteration')}"
     if "val_miou" in metrics:
         described += f", validation mIoU {metrics['val_miou']:.4f}"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cluster import local
+from tests.helpers import NUM_CLASSES, SMALL_MODEL, TRAINED_ITERATIONS
 
 # Two physical cores here; four logical CPUs let two training workers and Ray Data's tasks run side by side.
 TEST_CLUSTER_CPUS = 4
@@ -52,17 +53,6 @@ def ray_cluster(s3, cluster_state):
     os.environ.clear()
     os.environ.update(saved)
     local.stop_ray(cluster_state)
-
-
-# A 3-class shapes set at 64 px, learnable from scratch on 2 CPU cores in a few minutes. Measured in-process with
-# batch-4 BatchNorm statistics (what each of the two workers sees): mIoU 0.55-0.63 after 200 steps; the recipe's
-# 10x head LR is tuned for an ImageNet-pretrained backbone and is unstable from scratch, so the tests use lr 5e-3
-# with a 1x head.
-NUM_CLASSES = 3
-SMALL_MODEL = ["--arch", "deeplabv2", "--backbone", "resnet50", "--output-stride", "16",
-               "--num-classes", str(NUM_CLASSES), "--crop-size", "64", "--batch-size", "4", "--lr", "0.005",
-               "--head-lr-multiplier", "1"]
-TRAINED_ITERATIONS = 200
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,10 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 
 from cluster import local
+from tests.helpers import s3_client
 from deeplab_core.io import read_bytes, write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,11 +18,9 @@ pytestmark = pytest.mark.integration
 
 def test_s3_server_checks_signatures(s3):
     write_bytes(f"s3://{s3.bucket}/hello/world.txt", b"hi")
-    client = boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
-                          aws_secret_access_key=s3.secret_key, region_name="us-east-1")
+    client = s3_client(s3)
     assert client.get_object(Bucket=s3.bucket, Key="hello/world.txt")["Body"].read() == b"hi"
-    wrong = boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
-                         aws_secret_access_key="not-the-secret", region_name="us-east-1")
+    wrong = s3_client(s3, secret="not-the-secret")
     with pytest.raises(Exception, match="SignatureDoesNotMatch|Forbidden|AccessDenied|403"):
         wrong.get_object(Bucket=s3.bucket, Key="hello/world.txt")
 

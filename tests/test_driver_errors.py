@@ -8,7 +8,7 @@ from deeplab_core.io import encode_palette_png, write_bytes
 from deeplab_core.models import build_model
 from deeplab_core.synthetic import generate
 from pipelines import evaluate, segment, train
-from tests.conftest import NUM_CLASSES, SMALL_MODEL
+from tests.helpers import NUM_CLASSES, SMALL_MODEL
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from deeplab_core.io import encode_jpeg, exists, write_bytes
 from deeplab_core.synthetic import make_sample
 from pipelines import segment
 from pipelines.manifest import read_manifest
-from tests.conftest import NUM_CLASSES
+from tests.helpers import NUM_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 SECOND_NODE_PORT = 6391

@@ -8,12 +8,9 @@ from deeplab_core.io import (
     ImageDecodeError, decode_image, decode_mask, encode_jpeg, encode_palette_png, join_uri, list_files, overlay,
     read_bytes, relative_path, s3_options, voc_colormap, write_bytes,
 )
+from tests.helpers import png_bytes
 
 
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 RGB = np.random.default_rng(0).integers(0, 255, (12, 16, 3), dtype=np.uint8)
@@ -22,7 +19,7 @@ RGB = np.random.default_rng(0).integers(0, 255, (12, 16, 3), dtype=np.uint8)
 @pytest.mark.parametrize("data, reason", [
     (b"", "empty"),
     (encode_jpeg(RGB)[:200], "truncated"),
-    (_png(Image.fromarray(RGB))[:-40], "truncated"),
+    (png_bytes(Image.fromarray(RGB))[:-40], "truncated"),
     (b"\x89PNG\r\n\x1a\n" + bytes(range(200)), "corrupt"),
     (b"this is a text file, not a picture\n" * 3, "not a recognised image"),
 ])
@@ -46,9 +43,9 @@ def test_every_colour_model_decodes_to_rgb_uint8():
         decoded = decode_image(buffer.getvalue(), "x")
         assert source.mode != "I;16" or Image.open(io.BytesIO(buffer.getvalue())).mode.startswith("I")
         assert decoded.shape == (12, 16, 3) and decoded.dtype == np.uint8, source.mode
-    assert np.array_equal(decode_image(_png(gray))[..., 2], RGB[..., 0])
-    assert np.array_equal(decode_image(_png(rgba)), RGB)
-    assert np.array_equal(decode_image(_png(sixteen))[..., 0], RGB[..., 1])  # 16-bit scaled, not clipped
+    assert np.array_equal(decode_image(png_bytes(gray))[..., 2], RGB[..., 0])
+    assert np.array_equal(decode_image(png_bytes(rgba)), RGB)
+    assert np.array_equal(decode_image(png_bytes(sixteen))[..., 0], RGB[..., 1])  # 16-bit scaled, not clipped
 
 
 def test_palette_png_round_trip_with_the_voc_colours():
@@ -65,9 +62,9 @@ def test_palette_png_round_trip_with_the_voc_colours():
 
 def test_grayscale_mask_reads_as_class_ids_and_rgb_mask_is_rejected():
     labels = np.array([[0, 3], [255, 1]], dtype=np.uint8)
-    assert np.array_equal(decode_mask(_png(Image.fromarray(labels))), labels)
+    assert np.array_equal(decode_mask(png_bytes(Image.fromarray(labels))), labels)
     with pytest.raises(ImageDecodeError, match="mode RGB"):
-        decode_mask(_png(Image.fromarray(RGB)), "mask.png")
+        decode_mask(png_bytes(Image.fromarray(RGB)), "mask.png")
 
 
 def test_overlay_blends_foreground_only():

@@ -2,12 +2,10 @@
 
 import io
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,16 +16,12 @@ from deeplab_core.io import decode_image, encode_jpeg, encode_png, read_bytes, w
 from deeplab_core.synthetic import make_sample
 from pipelines import evaluate, segment
 from pipelines.manifest import read_manifest
-from tests.conftest import NUM_CLASSES
+from tests.helpers import NUM_CLASSES, png_bytes, runtime_env_json, s3_client
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
 
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _write_inputs(root: str, count: int = 5, seed: int = 0) -> dict[str, str]:
@@ -39,10 +33,10 @@ def _write_inputs(root: str, count: int = 5, seed: int = 0) -> dict[str, str]:
         write_bytes(f"{root}/good/img_{index}.jpg", encode_jpeg(image))
         expected[f"good/img_{index}.jpg"] = "ok"
     image, _ = make_sample(rng, size=60, num_classes=NUM_CLASSES)
-    write_bytes(f"{root}/odd/gray.png", _png(Image.fromarray(image[..., 0])))
-    write_bytes(f"{root}/odd/rgba.png", _png(Image.fromarray(np.dstack([image, np.full(image.shape[:2], 200,
+    write_bytes(f"{root}/odd/gray.png", png_bytes(Image.fromarray(image[..., 0])))
+    write_bytes(f"{root}/odd/rgba.png", png_bytes(Image.fromarray(np.dstack([image, np.full(image.shape[:2], 200,
                                                                                       np.uint8)]))))
-    write_bytes(f"{root}/odd/deep16.png", _png(Image.fromarray(image[..., 1].astype(np.uint16) * 257)))
+    write_bytes(f"{root}/odd/deep16.png", png_bytes(Image.fromarray(image[..., 1].astype(np.uint16) * 257)))
     write_bytes(f"{root}/bad/truncated.jpg", encode_jpeg(image)[:300])
     write_bytes(f"{root}/bad/zero.jpg", b"")
     write_bytes(f"{root}/bad/notes.png", b"this is not an image\n")
@@ -84,8 +78,7 @@ def test_bucket_segmentation_is_complete_correct_and_idempotent(trained_run, s3)
         assert sum(row["class_pixels"]) == mask.size and len(row["class_pixels"]) == NUM_CLASSES
         assert read_bytes(f"{output}/overlays/{name.rsplit('.', 1)[0]}.png")[:4] == b"\x89PNG"
 
-    client = boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
-                          aws_secret_access_key=s3.secret_key, region_name="us-east-1")
+    client = s3_client(s3)
 
     def mask_times():
         listing = client.list_objects_v2(Bucket=s3.bucket, Prefix="segmented/masks/")["Contents"]
@@ -127,7 +120,7 @@ def test_ray_job_submit_segments_a_bucket(trained_run, s3):
     # With the CRF: the job's working-dir copy has no compiled extension and must use the installed build.
     inputs, output = f"s3://{s3.bucket}/submitted-in", f"s3://{s3.bucket}/submitted-out"
     expected = _write_inputs(inputs, count=2, seed=9)
-    runtime_env = json.dumps({"env_vars": {k: v for k, v in os.environ.items() if k.startswith("AWS_")}})
+    runtime_env = runtime_env_json()
     result = subprocess.run(
         ["ray", "job", "submit", "--working-dir", ".", "--runtime-env-json", runtime_env, "--",
          "python", "-m", "pipelines.segment", "--input", inputs, "--output", output, "--checkpoint", trained_run],

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import numpy as np
 import psutil
 import pytest
@@ -25,7 +24,7 @@ from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.models import build_model
 from deeplab_core.synthetic import generate
 from pipelines import train
-from tests.conftest import NUM_CLASSES, SMALL_MODEL, TRAINED_ITERATIONS
+from tests.helpers import NUM_CLASSES, SMALL_MODEL, TRAINED_ITERATIONS, runtime_env_json, s3_client
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
@@ -83,8 +82,7 @@ def test_two_workers_learn_the_task_with_checkpoints_in_s3(trained_run, s3, s3_d
     assert not set(first["samples_seen"]) & set(second["samples_seen"])
     assert first["parameter_checksum"] == second["parameter_checksum"]
 
-    client = boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
-                          aws_secret_access_key=s3.secret_key, region_name="us-east-1")
+    client = s3_client(s3)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3.bucket, Prefix="runs/learn/train/")["Contents"]]
     assert sum(key.endswith("/checkpoint.pt") for key in keys) == 3  # --keep-checkpoints default
 
@@ -161,7 +159,7 @@ def test_killed_worker_is_restarted_from_the_last_checkpoint(ray_cluster, local_
 
 
 def test_ray_job_submit_trains_into_the_bucket(ray_cluster, s3, s3_dataset):
-    runtime_env = json.dumps({"env_vars": {k: v for k, v in os.environ.items() if k.startswith("AWS_")}})
+    runtime_env = runtime_env_json()
     output = f"s3://{s3.bucket}/runs/submitted"
     result = subprocess.run(
         ["ray", "job", "submit", "--working-dir", ".", "--runtime-env-json", runtime_env, "--",
