@@ -79,7 +79,7 @@ def crf_stage_scaling(cases: list[tuple], cpus: int, per_cpu: int) -> tuple[floa
     import ray
     import ray.data
 
-    from pipelines.stages import Refiner
+    from pipelines.common.stages import Refiner
 
     count = per_cpu * cpus
     rows = [{"uri": f"case{i}", "image": cases[i % len(cases)][0], "error": "",

@@ -73,7 +73,7 @@ def _synchronize(device: torch.device) -> None:
 def run_segment(inputs: str, output: str, checkpoint: str, args: argparse.Namespace, crf: bool) -> tuple[float, float]:
     """(images/s, model busy fraction) of ``pipelines.segment``."""
     from pipelines import segment
-    from pipelines.manifest import read_manifest
+    from pipelines.common.manifest import read_manifest
 
     argv = ["--input", inputs, "--output", output, "--checkpoint", checkpoint, "--batch-size", str(args.batch_size),
             "--precision", args.precision] + ([] if crf else ["--no-crf"])
@@ -140,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     generate(data, num_images=2 * args.images, size=args.size, num_classes=classes, seed=0, val_fraction=0.5)
     uris = sorted(str(p) for p in Path(data, "JPEGImages").glob("*.jpg"))[: args.images]
     runner = ModelRunner(model, args.device, args.precision, batch_size=args.batch_size)
+    device = f"{args.device} ({torch.cuda.get_device_name()})" if args.device == "cuda" else args.device
     print(f"{len(uris)} images {args.size}x{args.size}, {loaded.config['arch']}/{loaded.config['backbone']} "
-          f"stride {model.output_stride}, {classes} classes, device {args.device}"
-          f"{' (' + torch.cuda.get_device_name() + ')' if args.device == 'cuda' else ''}, precision {runner.precision}, "
+          f"stride {model.output_stride}, {classes} classes, device {device}, precision {runner.precision}, "
           f"batch {args.batch_size}, {os.cpu_count()} CPUs")
 
     alone = model_alone(runner, decode_image(read_bytes(uris[0])), args.batch_size, max(2, 64 // args.batch_size))

@@ -22,8 +22,8 @@ from deeplab_core.data import image_uri, mask_uri, read_split
 from deeplab_core.data.transforms import resize_labels
 from deeplab_core.io import join_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
-from pipelines.options import HelpFormatter, add_model_options
-from pipelines.runtime import check_writable, explain, is_user_error
+from pipelines.common.options import HelpFormatter, add_model_options
+from pipelines.common.runtime import check_writable, explain, is_user_error
 
 REPORT_FILE, MATRIX_FILE = "report.json", "confusion_matrix.png"
 
@@ -101,11 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_pipeline(args: argparse.Namespace, ids: list[str], checkpoint) -> tuple[ConfusionMatrix, ConfusionMatrix, list, str]:
+def run_pipeline(args: argparse.Namespace, ids: list[str],
+                 checkpoint) -> tuple[ConfusionMatrix, ConfusionMatrix, list, str]:
     import ray.data
 
-    from pipelines.runtime import init_ray
-    from pipelines.stages import add_model_stages
+    from pipelines.common.runtime import init_ray
+    from pipelines.common.stages import add_model_stages
 
     init_ray()
     num_classes = checkpoint.config["num_classes"]

@@ -9,7 +9,8 @@ the same output skips inputs already done and leaves exactly one manifest row pe
 
 Images larger than ``--max-side`` or ``--max-pixels`` (default 2048 x 2048 pixels) are segmented at reduced size
 (model and CRF, whose cost grows with pixels) and the mask is resized back to the input's own size with
-nearest-neighbour sampling; overlays stay at the reduced size. Output names follow ``pipelines.inputs``'s rules.
+nearest-neighbour sampling; overlays stay at the reduced size. Output names follow the rules of
+``pipelines.common.inputs``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import time
 
 from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
 from deeplab_core.io import join_uri
-from pipelines.inputs import assign_output_names, list_inputs
-from pipelines.manifest import compact, completed, record_errors, run_folder
-from pipelines.options import HelpFormatter, add_model_options, positive_int
-from pipelines.runtime import check_writable, explain, is_user_error
-from pipelines.stages import describe
+from pipelines.common.inputs import assign_output_names, list_inputs
+from pipelines.common.manifest import compact, completed, record_errors, run_folder
+from pipelines.common.options import HelpFormatter, add_model_options, positive_int
+from pipelines.common.runtime import check_writable, explain, is_user_error
+from pipelines.common.stages import describe
 
 # Manifest rows are written per block: a crash loses at most the blocks in flight. Blocks are also the unit of
 # parallelism of the decode and write tasks, so they stay small enough to give every CPU work.
@@ -106,8 +107,8 @@ def rows_per_block(args: argparse.Namespace, count: int) -> int:
 def run_pipeline(args: argparse.Namespace, todo: list[dict], checkpoint) -> None:
     import ray.data
 
-    from pipelines.runtime import init_ray, pyarrow_storage
-    from pipelines.stages import TASK_RETRIES, ManifestWriter, add_model_stages
+    from pipelines.common.runtime import init_ray, pyarrow_storage
+    from pipelines.common.stages import TASK_RETRIES, ManifestWriter, add_model_stages
 
     init_ray()
     config = checkpoint.config

@@ -36,12 +36,12 @@ from deeplab_core.inference import normalize
 from deeplab_core.io import exists, join_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.models import ARCHS, BACKBONES, build_model
-from pipelines.options import positive_float, positive_int
 from deeplab_core.runner import ModelRunner
-from pipelines.training_log import TrainingLog
 from deeplab_core.training import (
     RECIPES, build_optimizer, freeze_batchnorm, poly_lr_scheduler, segmentation_loss,
 )
+from pipelines.common.options import positive_float, positive_int
+from pipelines.common.training_log import TrainingLog
 
 RUN_NAME = "train"
 WORKER_REPORTS = "workers"
@@ -255,7 +255,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      argument_default=argparse.SUPPRESS)
-    parser.add_argument("--data", help="(required) VOC-layout training dataset root (local path, s3://, any fsspec URI)")
+    parser.add_argument("--data",
+                        help="(required) VOC-layout training dataset root (local path, s3://, any fsspec URI)")
     parser.add_argument("--val-data", help="VOC-layout validation root (its val split); validation is skipped without")
     parser.add_argument("--output", help="(required) run folder: checkpoints and the exported best_model.pt")
     parser.add_argument("--config", help="YAML file of options (keys are flag names); flags override it")
@@ -265,7 +266,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-classes", type=positive_int, help="default: the dataset's classes.txt, else 21")
     parser.add_argument("--crop-size", type=positive_int, help="default 321 (v2) / 513 (v3)")
     parser.add_argument("--batch-size", type=positive_int, help="images per worker per step (default 10)")
-    parser.add_argument("--accumulation", type=positive_int, help="micro-batches per optimizer step, for small GPUs (default 1)")
+    parser.add_argument("--accumulation", type=positive_int,
+                        help="micro-batches per optimizer step, for small GPUs (default 1)")
     parser.add_argument("--iterations", type=positive_int, help="optimizer steps (default 20000)")
     parser.add_argument("--lr", type=positive_float, help="base LR (default 2.5e-4 v2 / 7e-3 v3); the head gets 10x")
     parser.add_argument("--momentum", type=float, help="default 0.9")
@@ -283,7 +285,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pretrained-backbone", help="ImageNet ResNet weights: a local .pth path, or 'cache' for the "
                                                       "torch hub cache; never downloaded")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its latest checkpoint")
-    parser.add_argument("--val-every", type=positive_int, help="validate and checkpoint every N iterations (default 1000)")
+    parser.add_argument("--val-every", type=positive_int,
+                        help="validate and checkpoint every N iterations (default 1000)")
     parser.add_argument("--log-every", type=positive_int, help="progress line every N iterations (default 20)")
     parser.add_argument("--keep-checkpoints", type=positive_int, help="best checkpoints kept (default 3)")
     parser.add_argument("--max-failures", type=int, help="restarts after a worker dies (default 0; -1: no limit)")
@@ -333,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pipelines.runtime import init_ray, pyarrow_storage
-    from pipelines.voc_ingest import eval_dataset, training_dataset
+    from pipelines.common.runtime import init_ray, pyarrow_storage
+    from pipelines.common.voc_ingest import eval_dataset, training_dataset
 
     args = parse_args(argv)
     if args.sync_bn and not args.use_gpu:

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from pipelines import demo
-from pipelines.manifest import read_manifest
+from pipelines.common.manifest import read_manifest
 
 pytestmark = pytest.mark.integration
 

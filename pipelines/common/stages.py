@@ -26,8 +26,8 @@ from deeplab_core.data.transforms import resize_image, resize_labels
 from deeplab_core.inference import TRANSPORT_DTYPE, working_size
 from deeplab_core.io import decode_image, decode_mask, encode_palette_png, encode_png, overlay, read_bytes, write_bytes
 from deeplab_core.runner import ModelRunner
-from pipelines.inputs import output_uri
-from pipelines.manifest import SCHEMA
+from pipelines.common.inputs import output_uri
+from pipelines.common.manifest import SCHEMA
 
 _NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
 _NO_LOGITS = np.zeros((1, 1, 1), TRANSPORT_DTYPE)
@@ -208,12 +208,12 @@ class ManifestWriter:
 
 def add_model_stages(dataset, args: argparse.Namespace, checkpoint, *, crf: bool, plain: bool,
                      keep_image: bool, num_classes: int | None = None):
-    """decode -> model -> (CRF) on ``dataset``, configured from the model options (``pipelines.options``).
+    """decode -> model -> (CRF) on ``dataset``, configured from the model options (``pipelines.common.options``).
 
     ``plain``: also emit the model's own argmax labels (``labels``); ``keep_image``: keep the decoded image after
     the CRF (overlays need it).
     """
-    from pipelines.options import crf_params, model_stage_resources
+    from pipelines.common.options import crf_params, model_stage_resources
 
     # The retry limits above have no named map_batches parameter in Ray 2.60; its deprecation notice is noise.
     warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
@@ -228,6 +228,6 @@ def add_model_stages(dataset, args: argparse.Namespace, checkpoint, *, crf: bool
         # One row per CRF task: every CPU given to the stage works while images are queued, however the model
         # stage grouped its output.
         dataset = dataset.repartition(target_num_rows_per_block=1).map_batches(
-            Refiner(checkpoint.config["output_stride"], crf_params(args), keep_image), batch_size=1, num_cpus=args.crf_cpus,
-            **TASK_RETRIES)
+            Refiner(checkpoint.config["output_stride"], crf_params(args), keep_image), batch_size=1,
+            num_cpus=args.crf_cpus, **TASK_RETRIES)
     return dataset
