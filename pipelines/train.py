@@ -9,233 +9,33 @@ a flag or a YAML ``--config`` whose keys are the flag names. Flags given on the 
 
 ``--output`` is Ray Train's storage: checkpoints go to ``<output>/train/checkpoint_*/checkpoint.pt``; at the end the
 best one (by validation mIoU, else the last) is exported as ``<output>/best_model.pt``, an inference checkpoint.
+
+This module is the driver: options, checks, datasets, the trainer, the export. The loop each worker runs is
+``pipelines.common.train_loop``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import math
 import re
 import sys
-import tempfile
-import time
 import traceback
-import warnings
-from pathlib import Path
 
-import torch
 import yaml
 
 from deeplab_core.checkpoint import (
-    BEST_MODEL_FILE, CHECKPOINT_FILE, build_from_checkpoint, load_checkpoint, model_config, save_checkpoint, unwrap,
+    BEST_MODEL_FILE, build_from_checkpoint, load_checkpoint, model_config, save_checkpoint,
 )
 from deeplab_core.data import VOCSegmentation, read_class_names, read_sample
-from deeplab_core.inference import normalize
-from deeplab_core.io import exists, join_uri, write_bytes
-from deeplab_core.metrics import ConfusionMatrix
+from deeplab_core.io import exists, join_uri
 from deeplab_core.models import ARCHS, BACKBONES, build_model
-from deeplab_core.runner import ModelRunner
-from deeplab_core.training import (
-    RECIPES, build_optimizer, freeze_batchnorm, poly_lr_scheduler, segmentation_loss,
-)
+from deeplab_core.training import RECIPES
 from pipelines.common.options import positive_float, positive_int
-from pipelines.common.training_log import TrainingLog
+from pipelines.common.train_loop import train_loop_per_worker
 
 RUN_NAME = "train"
-WORKER_REPORTS = "workers"
 
-
-# ----------------------------------------------------------------------------------------------------------------
-# The training loop: runs on every Ray Train worker.
-# ----------------------------------------------------------------------------------------------------------------
-
-def train_loop_per_worker(config: dict) -> None:
-    import ray.train
-    import ray.train.torch
-
-    # A performance note from DDP about 1x1-convolution gradient layouts, printed by every worker: noise in the logs.
-    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
-
-    pretrained = config["pretrained_backbone"]
-    model = build_model(config["arch"], config["backbone"], config["output_stride"], config["num_classes"],
-                        pretrained_backbone=True if pretrained == "cache" else (pretrained or False))
-    if config["freeze_bn"]:
-        freeze_batchnorm(model)
-    elif config["sync_bn"] and world_size > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = ray.train.torch.prepare_model(model.to(memory_format=memory_format))  # NHWC: cuDNN's tensor-core kernels
-    optimizer = build_optimizer(model, config["lr"], config["weight_decay"], config["momentum"],
-                                config["head_lr_multiplier"])
-    scheduler = poly_lr_scheduler(optimizer, config["iterations"], config["lr_power"])
-    amp_dtype = _amp_dtype(config["amp"], device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
-    iteration, best_miou = 0, -1.0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            state = load_checkpoint(folder).state
-        unwrap(model).load_state_dict(state["model_state"])
-        optimizer.load_state_dict(state["optimizer_state"])
-        scheduler.load_state_dict(state["scheduler_state"])
-        scaler.load_state_dict(state["scaler_state"])
-        iteration, best_miou = state["iteration"], state.get("best_miou", -1.0)
-        if rank == 0:
-            worker_log(f"[train] resumed from iteration {iteration} (checkpoint {checkpoint.path})")
-
-    class_names = config["model_config"]["class_names"]
-    log = TrainingLog.resume(config["output"], class_names, iteration) if rank == 0 else None
-
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val") if config["has_val"] else None
-    seen = []  # the unique seeds of the rows this worker trained on: evidence that workers get different shards
-    started, started_iteration = time.monotonic(), iteration
-    # Steady state: the rate after the first iterations, which pay for cuDNN autotuning and the data pipeline's start.
-    warmup_iterations = min(5, max(0, (config["iterations"] - iteration) // 4))
-    steady_started = started if warmup_iterations == 0 else None
-    loss_sum, loss_count = 0.0, 0
-    batches = train_shard.iter_torch_batches(batch_size=config["batch_size"], device=device, drop_last=True)
-    model.train()
-    for micro_step, batch in enumerate(batches):
-        if iteration >= config["iterations"]:
-            break
-        seen.extend(batch["seed"].tolist()[: max(0, 2000 - len(seen))])
-        images = normalize(batch["image"]).contiguous(memory_format=memory_format)
-        steps = (micro_step + 1) % config["accumulation"] == 0
-        with _gradient_sync(model, steps):
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = segmentation_loss(model(images), batch["mask"])
-            scaler.scale(loss / config["accumulation"]).backward()
-        loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
-        if not steps:
-            continue
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        iteration += 1
-        if iteration - started_iteration == warmup_iterations:
-            steady_started = time.monotonic()
-
-        elapsed = time.monotonic() - started
-        images_per_second = ((iteration - started_iteration) * config["batch_size"] * config["accumulation"]
-                             * world_size / max(elapsed, 1e-9))
-        if rank == 0 and (iteration % config["log_every"] == 0 or iteration == config["iterations"]):
-            eta = (config["iterations"] - iteration) * elapsed / max(iteration - started_iteration, 1)
-            worker_log(f"[train] iter {iteration}/{config['iterations']} loss {loss_sum / loss_count:.4f} "
-                       f"lr {optimizer.param_groups[0]['lr']:.3g} {images_per_second:.1f} img/s "
-                       f"eta {time.strftime('%H:%M:%S', time.gmtime(eta))}")
-            log.add({"iteration": iteration, "loss": loss_sum / loss_count, "lr": optimizer.param_groups[0]["lr"],
-                     "images_per_second": images_per_second})
-
-        if iteration % config["val_every"] == 0 or iteration == config["iterations"]:
-            metrics = {"iteration": iteration, "loss": loss_sum / loss_count, "lr": optimizer.param_groups[0]["lr"],
-                       "images_per_second": images_per_second}
-            loss_sum, loss_count = 0.0, 0
-            if val_shard is not None:
-                matrix = evaluate_shard(model, val_shard, config["num_classes"], device, config["batch_size"])
-                metrics["val_miou"] = matrix.miou()
-                metrics["val_pixel_accuracy"] = matrix.pixel_accuracy()
-                metrics.update({f"val_iou/{name}": float(value)
-                                for name, value in zip(class_names, matrix.per_class_iou())})
-                best_miou = max(best_miou, metrics["val_miou"])
-                if rank == 0:
-                    worker_log(f"[train] iter {iteration} validation mIoU {metrics['val_miou']:.4f} "
-                               f"pixel accuracy {metrics['val_pixel_accuracy']:.4f}")
-                model.train()
-            if log is not None:
-                log.add(metrics)
-                log.write()
-            _report(metrics, model, optimizer, scheduler, scaler, iteration, best_miou, config, rank)
-
-    steady = None
-    if steady_started is not None and iteration > started_iteration + warmup_iterations:
-        steady = ((iteration - started_iteration - warmup_iterations) * config["batch_size"] * config["accumulation"]
-                  * world_size / (time.monotonic() - steady_started))
-    _write_worker_report(config["output"], rank, world_size, seen, model, iteration, steady)
-
-
-def worker_log(message: str) -> None:
-    """A progress line from a worker, printed once. Ray Train wraps ``print`` on its workers to send each line both
-    to the process's stdout and to its logger, which the driver shows again; the process's own stdout is shown
-    once."""
-    sys.__stdout__.write(message + "\n")
-    sys.__stdout__.flush()
-
-
-def evaluate_shard(model: torch.nn.Module, shard, num_classes: int, device: torch.device,
-                   batch_size: int) -> ConfusionMatrix:
-    """Confusion matrix of this worker's validation shard, summed over all workers (all-reduce)."""
-    import torch.distributed as dist
-
-    net = unwrap(model).eval()
-    distributed = dist.is_available() and dist.is_initialized()
-    if distributed:
-        # DDP syncs BatchNorm statistics only at the start of a training forward, so each worker's have drifted
-        # by one batch; validate every shard with rank 0's, the ones the checkpoint saves.
-        for buffer in net.buffers():
-            dist.broadcast(buffer.data, src=0)
-    runner = ModelRunner(net, device, precision="fp32", batch_size=batch_size)
-    matrix = ConfusionMatrix(num_classes)
-    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        images, masks = list(batch["image"]), list(batch["mask"])
-        for call in runner.plan([image.shape[:2] for image in images]):
-            for index, labels in zip(call, runner.labels([images[i] for i in call])):
-                matrix.update(labels, masks[index])
-    counts = torch.from_numpy(matrix.counts).to(device)
-    if distributed:
-        dist.all_reduce(counts)
-    return ConfusionMatrix(num_classes, counts.cpu().numpy())
-
-
-def _report(metrics: dict, model, optimizer, scheduler, scaler, iteration: int, best_miou: float, config: dict,
-            rank: int) -> None:
-    import ray.train
-
-    with tempfile.TemporaryDirectory() as folder:
-        checkpoint = None
-        if rank == 0:  # DDP keeps the weights identical on every worker: one copy is enough
-            save_checkpoint(str(Path(folder) / CHECKPOINT_FILE), model, config["model_config"],
-                            optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(),
-                            scaler_state=scaler.state_dict(), iteration=iteration, best_miou=best_miou,
-                            metrics=metrics)
-            checkpoint = ray.train.Checkpoint.from_directory(folder)
-        ray.train.report(metrics, checkpoint=checkpoint)
-
-
-def _write_worker_report(output: str, rank: int, world_size: int, seen: list[int], model, iteration: int,
-                         steady_images_per_second: float | None) -> None:
-    checksum = sum(float(p.detach().double().sum()) for p in unwrap(model).parameters())
-    report = {"rank": rank, "world_size": world_size, "iteration": iteration, "samples_seen": seen,
-              "parameter_checksum": checksum, "steady_images_per_second": steady_images_per_second}
-    write_bytes(join_uri(output, WORKER_REPORTS, f"rank_{rank}.json"), json.dumps(report).encode())
-
-
-def _gradient_sync(model: torch.nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
-    """Micro-batches before an optimizer step keep their gradients local; DDP all-reduces the sum once, at the step."""
-    if enabled or not hasattr(model, "no_sync"):
-        return contextlib.nullcontext()
-    return model.no_sync()
-
-
-def _amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
-    if not amp:
-        return None
-    if device.type != "cuda":
-        worker_log("[train] --amp only applies on GPUs; training in float32 on the CPU")
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The driver: parse options, check the data, build the datasets and the trainer, export the best model.
-# ----------------------------------------------------------------------------------------------------------------
 
 DEFAULTS = {
     "val_data": None, "arch": "deeplabv2", "backbone": "resnet101", "output_stride": 8, "num_classes": None,
