@@ -25,8 +25,7 @@ from torch import nn
 from deeplab_core.crf import refine_low_res
 from deeplab_core.data.transforms import resize_image, resize_labels
 from deeplab_core.inference import (
-    IMAGENET_MEAN, IMAGENET_STD, as_tensor, low_res_size, predict_low_res, upsample_logits,
-    working_size,
+    IMAGENET_MEAN, IMAGENET_STD, as_tensor, low_res_size, predict_low_res, upsample_logits, working_size,
 )
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -130,19 +129,6 @@ class ModelRunner:
         return batch.contiguous(memory_format=memory_format)
 
 
-def labels_from_low_res(image: np.ndarray, low_res: np.ndarray, stride: int, crf: bool = True,
-                        **crf_params) -> np.ndarray:
-    """H x W uint8 labels of ``image`` (uint8 H x W x 3) from its C x h x w low-resolution logits.
-
-    With ``crf`` the logits are upsampled and refined by the dense CRF (``deeplab_core.crf.dense_crf``), else the
-    upsampled logits' argmax is taken.
-    """
-    if crf:
-        return refine_low_res(image, low_res, stride, **crf_params).astype(np.uint8)
-    logits = upsample_logits(as_tensor(low_res, np.float32), image.shape[:2], stride)
-    return logits.argmax(0).numpy().astype(np.uint8)
-
-
 def segment_image(model: nn.Module, image: np.ndarray, scales: Sequence[float] = (1.0,), flip: bool = False,
                   crf: bool = True, max_side: int | None = None, max_pixels: int | None = None,
                   mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
@@ -157,7 +143,7 @@ def segment_image(model: nn.Module, image: np.ndarray, scales: Sequence[float] =
     working = resize_image(image, working_size(height, width, max_side, max_pixels))
     runner = ModelRunner(model, next(model.parameters()).device, precision, scales, flip, mean, std)
     if crf:
-        labels = labels_from_low_res(working, runner.low_res([working])[0], runner.stride, True, **crf_params)
+        labels = refine_low_res(working, runner.low_res([working])[0], runner.stride, **crf_params).astype(np.uint8)
     else:
         labels = runner.labels([working])[0]
     return resize_labels(labels, (height, width))
