@@ -79,15 +79,24 @@ def crf_stage_scaling(cases: list[tuple], cpus: int, per_cpu: int) -> tuple[floa
     import ray
     import ray.data
 
+    from pipelines.common.runtime import configure_ray_data
     from pipelines.common.stages import Refiner
 
     count = per_cpu * cpus
-    rows = [{"uri": f"case{i}", "image": cases[i % len(cases)][0], "error": "",
-             "logits": cases[i % len(cases)][2].astype(np.float16)} for i in range(count)]
+    inputs = [(image, low.astype(np.float16)) for image, _, low, _ in cases]
+
+    def attach_case(batch: dict) -> dict:
+        # The images and logits are made in the CRF task itself (the two steps fuse into one task): the driver
+        # ships an index per row, not megabytes, so the measurement is the CRF stage's, not the driver's.
+        chosen = [inputs[int(index) % len(inputs)] for index in batch["index"]]
+        return {"uri": [f"case{int(index)}" for index in batch["index"]], "error": [""] * len(chosen),
+                "image": [image for image, _ in chosen], "logits": [low for _, low in chosen]}
+
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    configure_ray_data()
     try:
-        dataset = ray.data.from_items(rows, override_num_blocks=count).map_batches(
-            Refiner(cases[0][3]), batch_size=1, num_cpus=1)
+        dataset = ray.data.from_items([{"index": i} for i in range(count)], override_num_blocks=count).map_batches(
+            attach_case, batch_size=1, num_cpus=1).map_batches(Refiner(cases[0][3]), batch_size=1, num_cpus=1)
         started = time.perf_counter()
         arrivals = [time.perf_counter() for batch in dataset.iter_batches(batch_size=None) for _ in batch["uri"]]
     finally:
@@ -105,18 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--families", default=",".join(MODEL_OUTPUT_FAMILIES),
-                        help="comma-separated subset of the families")
+                        help="comma-separated subset of the families ('' for none)")
     parser.add_argument("--checkpoint", help="also measure a real model's logits on synthetic scenes")
     parser.add_argument("--no-ray", action="store_true", help="skip the CRF-stage scaling measurement")
     parser.add_argument("--per-cpu", type=int, default=30, help="images per CPU in the scaling measurement")
-    parser.add_argument("--max-cpus", type=int, default=os.cpu_count(), help="largest CPU count to measure")
+    parser.add_argument("--cpu-counts", help="comma-separated CPU counts to measure (default: 1, 2, 4 ... up to "
+                                              "this machine's CPUs)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one core per CRF, as a CRF task has
 
     print(f"{args.images} images {args.size}x{args.size} per family, {args.classes} classes, one core")
     print("| family         | present | kept | exact s/img | pruned s/img | speed-up | agreement | mIoU delta |")
     print("|---|---|---|---|---|---|---|---|")
-    for family in args.families.split(","):
+    for family in [name for name in args.families.split(",") if name]:
         compare(family, make_cases(family, args.images, args.size, args.classes, args.seed), args.classes)
     if args.checkpoint:
         from deeplab_core.checkpoint import load_model
@@ -127,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_ray:
         return 0
     cases = make_cases("uncertain", 4, args.size, args.classes, args.seed)
-    counts = sorted({1, *[2 ** k for k in range(1, 8) if 2 ** k <= args.max_cpus], args.max_cpus})
+    cpus = os.cpu_count() or 1
+    counts = (sorted({int(count) for count in args.cpu_counts.split(",")}) if args.cpu_counts
+              else sorted({1, *[2 ** k for k in range(1, 8) if 2 ** k <= cpus], cpus}))
     print("\nCRF stage on a local Ray (pruned, 'uncertain' outputs):")
     print("| CPUs | start-up s | steady images/s | efficiency vs N x 1 CPU |")
     print("|---|---|---|---|")

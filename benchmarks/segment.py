@@ -2,13 +2,16 @@
 side by side in one run on the same images.
 
     ../shared/bin/loopback python -m benchmarks.segment [--device cuda|cpu] [--precision auto] [--images 256]
-        [--size 512] [--backbone resnet101] [--output-stride 8] [--checkpoint URI] [--crf] [--no-evaluate]
+        [--distinct 128] [--size 512] [--backbone resnet101] [--output-stride 8] [--checkpoint URI] [--crf-images N]
+        [--no-evaluate]
 
-Prints images/s of: the model alone (batches already on the device); a bare loop (a torch DataLoader whose workers
-decode JPEGs to uint8, the model on the device with device-side normalisation and argmax, uint8 labels back to the
-host: what a user writes by hand); ``pipelines.segment --no-crf`` on a local Ray; and ``pipelines.evaluate`` against
-a bare scoring loop. Ratios pipeline / bare loop and pipeline / model alone; the model stage's busy fraction (its
-summed seconds over the run's wall time); and the pixel agreement of bf16 masks with fp32 masks. Without
+Prints images/s of: the model alone (batches already on the device); ``ModelRunner`` alone (decoded images in, labels
+out); a bare loop (a torch DataLoader whose workers decode JPEGs to uint8, the model on the device with device-side
+normalisation and argmax, uint8 labels back to the host: what a user writes by hand, timed with the model already
+loaded and tuned); ``pipelines.segment --no-crf`` on a local Ray, at steady state (from the masks' write times) and
+end to end with its start-up (Ray, actors, model load) reported apart; and ``pipelines.evaluate`` against a bare
+scoring loop, end to end. Ratios pipeline / bare loop and pipeline / model alone; the model stage's busy fraction
+(its summed seconds over the run's wall time); and the pixel agreement of bf16 masks with fp32 masks. Without
 ``--checkpoint`` a randomly initialised DeepLab-v2 stands in (speed does not depend on the weights; agreement does:
 give a trained checkpoint for a meaningful agreement figure).
 """
@@ -18,7 +21,9 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +57,17 @@ def bare_loop(runner: ModelRunner, uris: list[str], batch_size: int, workers: in
     return len(uris) / (time.perf_counter() - started), labels
 
 
+def copies(sources: list[Path], folder: Path, count: int) -> list[str]:
+    """``count`` JPEG files in ``folder``, copies of ``sources`` in turn (generating each one costs far more)."""
+    folder.mkdir(parents=True)
+    uris = []
+    for index in range(count):
+        uri = folder / f"{index:06d}.jpg"
+        shutil.copyfile(sources[index % len(sources)], uri)
+        uris.append(str(uri))
+    return uris
+
+
 def model_alone(runner: ModelRunner, image: np.ndarray, batch_size: int, repeats: int) -> float:
     batch = runner._normalised_batch([image] * batch_size)
     with torch.inference_mode(), torch.autocast(runner.device.type, dtype=torch.bfloat16,
@@ -70,19 +86,42 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_segment(inputs: str, output: str, checkpoint: str, args: argparse.Namespace, crf: bool) -> tuple[float, float]:
-    """(images/s, model busy fraction) of ``pipelines.segment``."""
+def runner_alone(runner: ModelRunner, images: list[np.ndarray], batch_size: int, repeats: int) -> float:
+    """images/s of ``ModelRunner`` on decoded images: stacking, copies, model, argmax, labels back to the host, with
+    ``repeats`` calls queued back to back as the pipeline's model actor queues them."""
+    batch = images[:batch_size]
+    runner.labels(batch)
+    started = time.perf_counter()
+    for call in [runner.submit(batch, labels=True) for _ in range(repeats)]:
+        call.result()
+    return repeats * len(batch) / (time.perf_counter() - started)
+
+
+@dataclass
+class PipelineRun:
+    images_per_second: float  # end to end: from the command's start to its last manifest row
+    steady_images_per_second: float  # while masks were being written: from the first block's to the last
+    start_up_seconds: float  # from the command's start to its first mask (Ray, actors, model load, cuDNN tuning)
+    model_busy: float  # the model stage's summed seconds over the end-to-end time
+
+
+def run_segment(inputs: str, output: str, checkpoint: str, args: argparse.Namespace, crf: bool) -> PipelineRun:
     from pipelines import segment
     from pipelines.common.manifest import read_manifest
 
     argv = ["--input", inputs, "--output", output, "--checkpoint", checkpoint, "--batch-size", str(args.batch_size),
             "--precision", args.precision] + ([] if crf else ["--no-crf"])
-    started = time.perf_counter()
+    started, started_clock = time.perf_counter(), time.time()
     assert segment.main(argv) == 0
     elapsed = time.perf_counter() - started
     table = read_manifest(output)
     assert set(table.column("status").to_pylist()) == {"ok"}
-    return table.num_rows / elapsed, sum(table.column("seconds_model").to_pylist()) / elapsed
+    written = np.sort([os.stat(uri).st_mtime for uri in table.column("mask_uri").to_pylist()])
+    # Masks are written a block at a time: the steady rate counts what was written after the first block.
+    after_first = written[written > written[0] + 0.05]
+    steady = len(after_first) / (after_first[-1] - written[0]) if len(after_first) > 1 else float("nan")
+    return PipelineRun(table.num_rows / elapsed, steady, written[0] - started_clock,
+                       sum(table.column("seconds_model").to_pylist()) / elapsed)
 
 
 def run_evaluate(data: str, output: str, checkpoint: str, args: argparse.Namespace) -> tuple[float, float, int]:
@@ -116,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.segment", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--images", type=int, default=256, help="images segmented")
+    parser.add_argument("--distinct", type=int, default=128,
+                        help="distinct synthetic images generated (copied to make up --images); evaluate scores these")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--backbone", default="resnet101")
@@ -125,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint")
     parser.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
                         help="DataLoader workers of the bare loop")
-    parser.add_argument("--crf", action="store_true", help="also run the pipeline with the CRF")
+    parser.add_argument("--crf-images", type=int, default=0,
+                        help="also run the pipeline with the CRF on this many of the images")
     parser.add_argument("--no-evaluate", action="store_true")
     args = parser.parse_args(argv)
 
@@ -137,32 +179,42 @@ def main(argv: list[str] | None = None) -> int:
     model, loaded = load_model(checkpoint)
     classes = loaded.config["num_classes"]
     data = str(work / "data")
-    generate(data, num_images=2 * args.images, size=args.size, num_classes=classes, seed=0, val_fraction=0.5)
-    uris = sorted(str(p) for p in Path(data, "JPEGImages").glob("*.jpg"))[: args.images]
+    generate(data, num_images=2 * args.distinct, size=args.size, num_classes=classes, seed=0, val_fraction=0.5)
+    uris = copies(sorted(Path(data, "JPEGImages").glob("*.jpg"))[: args.distinct], work / "inputs", args.images)
     runner = ModelRunner(model, args.device, args.precision, batch_size=args.batch_size)
     device = f"{args.device} ({torch.cuda.get_device_name()})" if args.device == "cuda" else args.device
     print(f"{len(uris)} images {args.size}x{args.size}, {loaded.config['arch']}/{loaded.config['backbone']} "
           f"stride {model.output_stride}, {classes} classes, device {device}, precision {runner.precision}, "
           f"batch {args.batch_size}, {os.cpu_count()} CPUs")
 
-    alone = model_alone(runner, decode_image(read_bytes(uris[0])), args.batch_size, max(2, 64 // args.batch_size))
+    repeats = max(2, 256 // args.batch_size if args.device == "cuda" else 16 // args.batch_size)
+    sample = [decode_image(read_bytes(uri)) for uri in uris[:16]]
+    alone = model_alone(runner, sample[0], args.batch_size, repeats)
+    runner_rate = runner_alone(runner, sample, args.batch_size, repeats)
     bare, bare_labels = bare_loop(runner, uris, args.batch_size, args.workers)
     fp32 = ModelRunner(model, args.device, "fp32", batch_size=args.batch_size)
     half = ModelRunner(model, args.device, "bf16", batch_size=args.batch_size)
-    sample = [decode_image(read_bytes(uri)) for uri in uris[:16]]
     agreement = np.mean([np.mean(a == b) for a, b in zip(fp32.labels(sample), half.labels(sample))])
-    print(f"model alone            {alone:8.2f} images/s")
+    print(f"model alone            {alone:8.2f} images/s  (normalised batches on the device)")
+    print(f"ModelRunner alone      {runner_rate:8.2f} images/s  (decoded uint8 images in, labels out, calls queued)")
     print(f"bare loop              {bare:8.2f} images/s  ({args.workers} DataLoader workers)")
     print(f"bf16 vs fp32 masks     {agreement * 100:.3f}% of pixels agree (16 images)")
 
     listing = work / "inputs.txt"
     listing.write_text("\n".join(uris) + "\n")
-    ours, busy = run_segment(str(listing), str(work / "out"), checkpoint, args, crf=False)
-    print(f"pipelines.segment      {ours:8.2f} images/s  ratio {ours / bare:.2f} of the bare loop, "
-          f"{ours / alone:.2f} of the model alone; model stage busy {busy * 100:.0f}% of the run")
-    if args.crf:
-        with_crf, _ = run_segment(str(listing), str(work / "out-crf"), checkpoint, args, crf=True)
-        print(f"pipelines.segment+CRF  {with_crf:8.2f} images/s")
+    run = run_segment(str(listing), str(work / "out"), checkpoint, args, crf=False)
+    print(f"pipelines.segment      {run.steady_images_per_second:8.2f} images/s steady state: ratio "
+          f"{run.steady_images_per_second / bare:.2f} of the bare loop, {run.steady_images_per_second / alone:.2f} of "
+          f"the model alone")
+    print(f"  end to end           {run.images_per_second:8.2f} images/s: ratio {run.images_per_second / bare:.2f}; "
+          f"start-up {run.start_up_seconds:.1f} s to the first mask; model stage busy {run.model_busy * 100:.0f}%")
+    if args.crf_images:
+        crf_listing = work / "crf-inputs.txt"
+        crf_listing.write_text("\n".join(uris[: args.crf_images]) + "\n")
+        with_crf = run_segment(str(crf_listing), str(work / "out-crf"), checkpoint, args, crf=True)
+        print(f"pipelines.segment+CRF  {with_crf.steady_images_per_second:8.2f} images/s steady state "
+              f"({min(args.crf_images, len(uris))} images, {os.cpu_count()} CPUs), {with_crf.images_per_second:.2f} "
+              f"end to end (start-up {with_crf.start_up_seconds:.1f} s)")
     if not args.no_evaluate:
         bare_rate, bare_miou = bare_evaluate(runner, data, classes, args)
         rate, miou, count = run_evaluate(data, str(work / "evaluation"), checkpoint, args)

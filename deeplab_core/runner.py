@@ -17,6 +17,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -48,6 +49,36 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class ModelOutput:
+    """Per image, in submission order: low-resolution logits (``TRANSPORT_DTYPE``) and/or H x W uint8 labels."""
+
+    logits: list[np.ndarray] | None
+    labels: list[np.ndarray] | None
+
+
+class PendingOutput:
+    """A model call queued on the device (``ModelRunner.submit``); ``result()`` waits for it and crops each image's
+    share out of the padded batch."""
+
+    def __init__(self, sizes: list[tuple[int, int]], stride: int, done: torch.cuda.Event | None,
+                 low: torch.Tensor | None, labels: torch.Tensor | None) -> None:
+        self.sizes, self.stride, self.done, self.low, self.full = sizes, stride, done, low, labels
+
+    def result(self) -> ModelOutput:
+        if self.done is not None:
+            self.done.synchronize()
+        logits = labels = None
+        if self.low is not None:
+            low = self.low.numpy()
+            logits = [np.ascontiguousarray(low[i, :, : math.ceil(h / self.stride), : math.ceil(w / self.stride)])
+                      for i, (h, w) in enumerate(self.sizes)]
+        if self.full is not None:
+            full = self.full.numpy()
+            labels = [np.ascontiguousarray(full[i, :h, :w]) for i, (h, w) in enumerate(self.sizes)]
+        return ModelOutput(logits, labels)
 
 
 class ModelRunner:
@@ -88,18 +119,39 @@ class ModelRunner:
 
     def low_res(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Each image's C x ceil(H/s) x ceil(W/s) logits as ``TRANSPORT_DTYPE``; the images share a padded size."""
-        low = self._forward(images).cpu().numpy()
-        return [np.ascontiguousarray(low[i, :, : math.ceil(im.shape[0] / self.stride),
-                                          : math.ceil(im.shape[1] / self.stride)]) for i, im in enumerate(images)]
+        return self.submit(images, logits=True).result().logits
 
     def labels(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Each image's H x W uint8 labels (argmax of the upsampled logits, computed on the device)."""
-        low = self._forward(images).float()
-        height, width = low.shape[-2] * self.stride, low.shape[-1] * self.stride
-        labels = upsample_logits(low, (height, width), self.stride).argmax(1).to(torch.uint8).cpu().numpy()
-        return [np.ascontiguousarray(labels[i, : im.shape[0], : im.shape[1]]) for i, im in enumerate(images)]
+        return self.submit(images, labels=True).result().labels
 
     @torch.inference_mode()
+    def submit(self, images: Sequence[np.ndarray], logits: bool = False, labels: bool = False) -> PendingOutput:
+        """Queue one model call on the device and return at once; ``result()`` waits for it.
+
+        On a GPU the host is free while the device works: a caller submits every call of a batch, then collects,
+        and each call's host-side stacking overlaps the previous call's compute. ``images`` share a padded size.
+        """
+        low = self._forward(images)
+        low_host = labels_host = None
+        if logits:
+            low_host = self._to_host(low)
+        if labels:
+            height, width = low.shape[-2] * self.stride, low.shape[-1] * self.stride
+            labels_host = self._to_host(upsample_logits(low, (height, width), self.stride).argmax(1).to(torch.uint8))
+        done = None
+        if self.on_gpu:
+            done = torch.cuda.Event()
+            done.record()
+        sizes = [image.shape[:2] for image in images]
+        return PendingOutput(sizes, self.stride, done, low_host, labels_host)
+
+    def _to_host(self, tensor: torch.Tensor) -> torch.Tensor:
+        if not self.on_gpu:
+            return tensor
+        host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        return host.copy_(tensor, non_blocking=True)
+
     def _forward(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """N x C x h x w logits on the device, rounded to ``TRANSPORT_DTYPE`` (as every consumer sees them)."""
         batch = self._normalised_batch(images)

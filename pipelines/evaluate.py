@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import sys
 
 import numpy as np
@@ -106,12 +107,13 @@ def run_pipeline(args: argparse.Namespace, ids: list[str],
     import ray.data
 
     from pipelines.common.runtime import init_ray
-    from pipelines.common.stages import add_model_stages
+    from pipelines.common.stages import add_model_stages, default_rows_per_block
 
     init_ray()
     num_classes = checkpoint.config["num_classes"]
     items = [{"uri": image_uri(args.data, i), "label_uri": mask_uri(args.data, i), "error": ""} for i in ids]
-    dataset = add_model_stages(ray.data.from_items(items), args, checkpoint, crf=args.crf, plain=True,
+    blocks = math.ceil(len(items) / default_rows_per_block(len(items), args.batch_size))
+    dataset = add_model_stages(ray.data.from_items(items, override_num_blocks=blocks), args, checkpoint, crf=args.crf, plain=True,
                                keep_image=False, num_classes=num_classes)
     dataset = dataset.map_batches(Scorer(num_classes, args.crf), batch_size=16)
     plain, refined, failures, precisions = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes), [], set()

@@ -26,11 +26,7 @@ from pipelines.common.inputs import assign_output_names, list_inputs
 from pipelines.common.manifest import compact, completed, record_errors, run_folder
 from pipelines.common.options import HelpFormatter, add_model_options, positive_int
 from pipelines.common.runtime import check_writable, explain, is_user_error
-from pipelines.common.stages import describe
-
-# Manifest rows are written per block: a crash loses at most the blocks in flight. Blocks are also the unit of
-# parallelism of the decode and write tasks, so they stay small enough to give every CPU work.
-MAX_ROWS_PER_BLOCK = 64
+from pipelines.common.stages import MAX_ROWS_PER_BLOCK, TASK_RETRIES, describe
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,25 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def rows_per_block(args: argparse.Namespace, count: int) -> int:
-    import ray
-
-    if args.rows_per_block:
-        return args.rows_per_block
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    return max(1, min(MAX_ROWS_PER_BLOCK, max(args.batch_size, math.ceil(count / (4 * cpus)))))
-
-
 def run_pipeline(args: argparse.Namespace, todo: list[dict], checkpoint) -> None:
     import ray.data
 
     from pipelines.common.runtime import init_ray, pyarrow_storage
-    from pipelines.common.stages import TASK_RETRIES, ManifestWriter, add_model_stages
+    from pipelines.common.stages import ManifestWriter, add_model_stages, default_rows_per_block
 
     init_ray()
     config = checkpoint.config
     crf = not args.no_crf
-    per_block = rows_per_block(args, len(todo))
+    # Manifest rows are written per block: a crash loses at most the blocks in flight.
+    per_block = args.rows_per_block or default_rows_per_block(len(todo), args.batch_size)
     dataset = ray.data.from_items(todo, override_num_blocks=max(1, math.ceil(len(todo) / per_block)))
     dataset = add_model_stages(dataset, args, checkpoint, crf=crf, plain=not crf, keep_image=args.overlay)
     if crf:

@@ -13,6 +13,7 @@ stage needs it. The CRF writes ``labels_crf``.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 import warnings
 
@@ -37,6 +38,11 @@ _NO_LABELS = np.zeros((1, 1), np.uint8)
 # to retry forever, which turns one bad input into a job that never ends.
 ACTOR_RETRIES = {"max_restarts": -1, "max_task_retries": 1}
 TASK_RETRIES = {"max_retries": 1}
+# Model calls (of --batch-size images each) per Predictor task: Ray Data's per-task overhead is paid once for all of
+# them, and they are queued on the device back to back.
+CALLS_PER_MODEL_TASK = 4
+# Blocks are the unit of parallelism of the decode and write tasks: small enough to give every CPU work.
+MAX_ROWS_PER_BLOCK = 64
 
 
 def describe(error: Exception) -> str:
@@ -111,26 +117,28 @@ class Predictor:
         errors = out["error"] = [str(e) for e in batch["error"]]
         logits: list[np.ndarray] = [_NO_LOGITS] * rows
         labels: list[np.ndarray] = [_NO_LABELS] * rows
-        seconds = [0.0] * rows
         todo = [row for row in range(rows) if not errors[row]]
+        started = time.perf_counter()
+        # Every model call of the batch is queued before any result is awaited: the host stacks and copies the next
+        # call's images while the device runs the current one.
+        pending = []
         for call in self.runner.plan([batch["image"][row].shape[:2] for row in todo]):
             members = [todo[index] for index in call]
-            images = [batch["image"][row] for row in members]
-            started = time.perf_counter()
             try:
-                if self.logits:
-                    for row, low in zip(members, self.runner.low_res(images)):
-                        logits[row] = low
-                if self.labels:
-                    for row, plain in zip(members, self.runner.labels(images)):
-                        labels[row] = plain
+                pending.append((members, self.runner.submit([batch["image"][row] for row in members],
+                                                            logits=self.logits, labels=self.labels)))
             except Exception as err:  # noqa: BLE001 - e.g. out of memory on one group: its rows fail, not the job
                 for row in members:
                     errors[row] = describe(err)
-                continue
-            share = (time.perf_counter() - started) / len(members)
-            for row in members:
-                seconds[row] = share
+        for members, call in pending:
+            result = call.result()
+            for index, row in enumerate(members):
+                if result.logits is not None:
+                    logits[row] = result.logits[index]
+                if result.labels is not None:
+                    labels[row] = result.labels[index]
+        share = (time.perf_counter() - started) / max(1, sum(len(members) for members, _ in pending))
+        seconds = [share if not errors[row] else 0.0 for row in range(rows)]
         if self.logits:
             out["logits"] = logits
         if self.labels:
@@ -206,6 +214,15 @@ class ManifestWriter:
                 "class_pixels": counts.astype(np.int64).tolist()}
 
 
+def default_rows_per_block(count: int, batch_size: int) -> int:
+    """Rows per input block for ``count`` inputs: about four blocks per CPU of the cluster, at least one model
+    batch and at most ``MAX_ROWS_PER_BLOCK``."""
+    import ray
+
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(1, min(MAX_ROWS_PER_BLOCK, max(batch_size, math.ceil(count / (4 * cpus)))))
+
+
 def add_model_stages(dataset, args: argparse.Namespace, checkpoint, *, crf: bool, plain: bool,
                      keep_image: bool, num_classes: int | None = None):
     """decode -> model -> (CRF) on ``dataset``, configured from the model options (``pipelines.common.options``).
@@ -223,7 +240,7 @@ def add_model_stages(dataset, args: argparse.Namespace, checkpoint, *, crf: bool
         Predictor, fn_constructor_kwargs={"checkpoint": checkpoint.uri, "scales": args.scales, "flip": args.flip,
                                           "precision": args.precision, "batch_size": args.batch_size,
                                           "logits": crf, "labels": plain, "keep_image": crf or keep_image},
-        batch_size=args.batch_size, **model_stage_resources(args), **ACTOR_RETRIES)
+        batch_size=args.batch_size * CALLS_PER_MODEL_TASK, **model_stage_resources(args), **ACTOR_RETRIES)
     if crf:
         # One row per CRF task: every CPU given to the stage works while images are queued, however the model
         # stage grouped its output.

@@ -27,6 +27,7 @@ from deeplab_core.training import build_optimizer, freeze_batchnorm, poly_lr_sch
 from pipelines.common.training_log import TrainingLog
 
 WORKER_REPORTS = "workers"
+PREFETCH_BATCHES = 4
 
 
 @dataclass
@@ -48,14 +49,17 @@ class WorkerState:
 
 @dataclass
 class Throughput:
-    """Images/s since the loop started, and at steady state: after the first iterations, which pay for cuDNN
-    autotuning and the data pipeline's start."""
+    """Training images/s since the loop started, and at steady state: after the first iterations, which pay for
+    cuDNN autotuning and the data pipeline's start. Time spent validating and checkpointing (``paused``) is not
+    training time and is left out of both."""
 
     images_per_step: int
     first_iteration: int
     warmup: int
     started: float = field(default_factory=time.monotonic)
     steady_started: float | None = None
+    paused_seconds: float = 0.0  # since ``started``
+    paused_before_steady: float = 0.0
 
     def __post_init__(self) -> None:
         if self.warmup == 0:
@@ -63,19 +67,29 @@ class Throughput:
 
     def stepped(self, iteration: int) -> float:
         if iteration - self.first_iteration == self.warmup:
-            self.steady_started = time.monotonic()
-        elapsed = time.monotonic() - self.started
-        return (iteration - self.first_iteration) * self.images_per_step / max(elapsed, 1e-9)
+            self.steady_started, self.paused_before_steady = time.monotonic(), self.paused_seconds
+        return (iteration - self.first_iteration) * self.images_per_step / self._elapsed(self.started, 0.0)
 
     def steady(self, iteration: int) -> float | None:
         steps = iteration - self.first_iteration - self.warmup
         if self.steady_started is None or steps <= 0:
             return None
-        return steps * self.images_per_step / (time.monotonic() - self.steady_started)
+        return steps * self.images_per_step / self._elapsed(self.steady_started, self.paused_before_steady)
+
+    @contextlib.contextmanager
+    def paused(self):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.paused_seconds += time.monotonic() - started
 
     def eta(self, iteration: int, last_iteration: int) -> str:
-        per_step = (time.monotonic() - self.started) / max(iteration - self.first_iteration, 1)
+        per_step = self._elapsed(self.started, 0.0) / max(iteration - self.first_iteration, 1)
         return time.strftime("%H:%M:%S", time.gmtime((last_iteration - iteration) * per_step))
+
+    def _elapsed(self, since: float, paused_before: float) -> float:
+        return max(time.monotonic() - since - (self.paused_seconds - paused_before), 1e-9)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -95,7 +109,9 @@ def train_loop_per_worker(config: dict) -> None:
     throughput = Throughput(images_per_step, worker.iteration,
                             warmup=min(5, max(0, (config["iterations"] - worker.iteration) // 4)))
     losses: list[float] = []
-    batches = train_shard.iter_torch_batches(batch_size=config["batch_size"], device=worker.device, drop_last=True)
+    # Batches prepared ahead, as a DataLoader's workers do: the GPU does not wait on the copy of the next one.
+    batches = train_shard.iter_torch_batches(batch_size=config["batch_size"], device=worker.device, drop_last=True,
+                                             prefetch_batches=PREFETCH_BATCHES)
     worker.model.train()
     for micro_step, batch in enumerate(batches):
         if worker.iteration >= config["iterations"]:
@@ -116,12 +132,14 @@ def train_loop_per_worker(config: dict) -> None:
             log.add(metrics)
         if worker.iteration % config["val_every"] == 0 or last:
             losses.clear()
-            if val_shard is not None:
-                metrics.update(validate(worker, val_shard, config["num_classes"], config["batch_size"], class_names))
-            if log is not None:
-                log.add(metrics)
-                log.write()
-            save_and_report(worker, metrics, config["model_config"])
+            with throughput.paused():
+                if val_shard is not None:
+                    metrics.update(validate(worker, val_shard, config["num_classes"], config["batch_size"],
+                                            class_names))
+                if log is not None:
+                    log.add(metrics)
+                    log.write()
+                save_and_report(worker, metrics, config["model_config"])
 
     write_worker_report(config["output"], worker, seen, throughput.steady(worker.iteration))
 
