@@ -71,7 +71,9 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, *, is_logits: bool = False, 
 
     kept = select_labels(full, prune_ratio, prune_min_pixels) if method == "pruned" else None
     if kept is not None:
-        full = full[kept]
+        # Clipped first, as the exact CRF's unary clips: a pixel whose leading label was pruned may have nothing
+        # left on the kept ones (a very confident model underflows to 0), and gets equal unaries instead of 0 / 0.
+        full = np.maximum(full[kept], _MIN_PROBABILITY)
         full /= full.sum(0, keepdims=True)
     pixel_marginals = _native_mean_field(image, full, settings)  # H x W x kept labels
     labels = pixel_marginals.argmax(-1)

@@ -149,6 +149,19 @@ def test_select_labels_keeps_contenders_on_enough_pixels_and_at_least_two():
         dense_crf(np.zeros((16, 16, 3), np.uint8), probs, method="fast")
 
 
+def test_pixels_whose_pruned_leader_took_all_the_mass_get_finite_marginals():
+    # An untrained or very confident model: logits in the hundreds, so softmax gives exact zeros. Label 3 leads
+    # on 9 pixels only (below the pruning's 64) and is pruned; the kept labels have nothing left there.
+    logits = np.zeros((4, 32, 32), np.float32)
+    logits[0, :, :16] = logits[1, :, 16:] = 300.0
+    logits[3, 10:13, 10:13] = 600.0
+    image = np.zeros((32, 32, 3), np.uint8)
+    labels, marginals = dense_crf(image, logits, is_logits=True, return_probs=True)
+    assert np.isfinite(marginals).all()
+    assert set(np.unique(labels)) == {0, 1}
+    assert (labels[:, :8] == 0).all() and (labels[:, 24:] == 1).all()
+
+
 @pytest.mark.parametrize("labels", [2, 3, 5, 8, 9, 21])  # compile-time specialised counts and the chunked path
 @pytest.mark.parametrize("size", [(37, 53), (1, 40), (512, 3)])
 def test_native_mean_field_matches_pydensecrf_to_float_rounding(labels, size):
