@@ -3,7 +3,7 @@
 # On a lent GPU machine: source .gpu/setup.sh && bash benchmarks/gpu_checks.sh   (build .gpu/ with
 # ../shared/gpu/make-bundle first; the CRF families table, which needs pydensecrf, is benchmarks/crf.py's job on any
 # machine). Test it on a CPU machine with DEVICE=cpu IMAGES=32 DISTINCT=8 CRF_IMAGES=8 SIZE=128 BACKBONE=resnet50
-# ITERATIONS=8.
+# ITERATIONS=8 EVAL_IMAGES=16.
 set -uo pipefail
 out=${OUT:-gpu-logs}
 mkdir -p "$out"
@@ -14,20 +14,25 @@ crf_images=${CRF_IMAGES:-256}
 size=${SIZE:-512}
 backbone=${BACKBONE:-resnet101}
 iterations=${ITERATIONS:-60}
+eval_images=${EVAL_IMAGES:-1024}
+checks=${CHECKS:-segment cold-start train crf-scaling}  # a subset re-runs only those
 cpus=$(nproc)
 export PYTHONUNBUFFERED=1
 (nvidia-smi || true) >"$out/device.log" 2>&1
 run() {  # run NAME SECONDS COMMAND...
   local name=$1 limit=$2
   shift 2
+  [[ " $checks " == *" $name "* ]] || return 0
   echo "== $name: $*" | tee -a "$out/summary.log"
   timeout "$limit" "$@" >"$out/$name.log" 2>&1
   echo "exit $? ($name)" >>"$out/summary.log"
   grep -v -e 'INFO' -e 'WARNING' -e 'core_worker' -e 'network_util' -e '^\s*$' "$out/$name.log" | tail -n 14 \
     >>"$out/summary.log"
 }
-run segment 200 python -m benchmarks.segment --device "$device" --precision auto --images "$images" \
-  --distinct "$distinct" --crf-images "$crf_images" --size "$size" --backbone "$backbone" --output-stride 8
+run segment 230 python -m benchmarks.segment --device "$device" --precision auto --images "$images" \
+  --distinct "$distinct" --crf-images "$crf_images" --eval-images "$eval_images" --size "$size" \
+  --backbone "$backbone" --output-stride 8
+run cold-start 140 python -m benchmarks.cold_start --device "$device" --size "$size" --backbone "$backbone"
 run train 110 python -m benchmarks.train --device "$device" --amp --iterations "$iterations" --backbone "$backbone"
 run crf-scaling 130 python -m benchmarks.crf --families "" --size "$size" --per-cpu 30 \
   --cpu-counts "1,$((cpus / 2)),$cpus"

@@ -100,11 +100,15 @@ def load_checkpoint(uri: str) -> Checkpoint:
 
 
 def build_from_checkpoint(checkpoint: Checkpoint) -> DeepLab:
-    """Rebuild the model a checkpoint describes and load its weights (in eval mode, on the CPU)."""
+    """Rebuild the model a checkpoint describes and load its weights (in eval mode, on the CPU). The model holds
+    ``checkpoint.state``'s tensors themselves, not copies."""
     config = checkpoint.config
-    model = build_model(config["arch"], config["backbone"], config["output_stride"], config["num_classes"])
+    # Built without memory and filled with the checkpoint's own tensors: no random initialisation to overwrite,
+    # which a model actor's start-up would otherwise pay (and the driver, which checks the weights before Ray).
+    with torch.device("meta"):
+        model = build_model(config["arch"], config["backbone"], config["output_stride"], config["num_classes"])
     try:
-        model.load_state_dict(checkpoint.state["model_state"], strict=True)
+        model.load_state_dict(checkpoint.state["model_state"], strict=True, assign=True)
     except RuntimeError as err:
         details = " ".join(str(err).split())  # torch's message spans many lines: one line, shortened
         details = details if len(details) <= 240 else details[:240] + " ..."
