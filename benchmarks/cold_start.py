@@ -33,8 +33,8 @@ def child(args: argparse.Namespace) -> None:
 
     model, _ = load_model(args.checkpoint)
     loaded = time.perf_counter()
-    runner = ModelRunner(model, args.device, "auto", batch_size=args.batch_size)
-    torch.backends.cudnn.benchmark = args.autotune
+    runner = ModelRunner(model, args.device, "auto", batch_size=args.batch_size,
+                         autotune_after=0 if args.autotune else sys.maxsize)
     if runner.on_gpu:
         torch.cuda.synchronize()
     on_device = time.perf_counter()

@@ -87,7 +87,7 @@ def grow_val_split(data: str, count: int) -> None:
 
 def cold_bare_loop(listing: Path, checkpoint: str, args: argparse.Namespace) -> float:
     """images/s of the bare loop run as a user runs a script: a fresh process that imports torch, loads the model,
-    creates the CUDA context and autotunes before its first batch (the pipeline pays the same, plus Ray's)."""
+    creates the CUDA context before its first batch (the pipeline pays the same, plus Ray's)."""
     command = [sys.executable, "-m", "benchmarks.segment", "--bare-child", str(listing), "--checkpoint", checkpoint,
                "--device", args.device, "--precision", args.precision, "--batch-size", str(args.batch_size),
                "--workers", str(args.workers)]
@@ -100,7 +100,7 @@ def model_alone(runner: ModelRunner, image: np.ndarray, batch_size: int, repeats
     batch = runner._normalised_batch([image] * batch_size)
     with torch.inference_mode(), torch.autocast(runner.device.type, dtype=torch.bfloat16,
                                                 enabled=runner.precision == "bf16"):
-        runner.model.low_res_logits(batch)  # warm-up in the timed precision (cuDNN autotunes each one)
+        runner.model.low_res_logits(batch)  # warm-up in the timed precision
         _synchronize(runner.device)
         started = time.perf_counter()
         for _ in range(repeats):
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     listing = work / "inputs.txt"
     listing.write_text("\n".join(uris) + "\n")
     cold = cold_bare_loop(listing, checkpoint, args)
-    print(f"bare loop, cold        {cold:8.2f} images/s  (a fresh process: imports, model load, autotuning)")
+    print(f"bare loop, cold        {cold:8.2f} images/s  (a fresh process: imports, model load, CUDA context)")
 
     from pipelines.common.runtime import init_ray
 

@@ -14,7 +14,7 @@ alone: a pipeline's results equal ``segment_image``'s.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -34,6 +34,10 @@ _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # A model call never holds more padded pixels than this (unless one image alone is larger): 8 images of 513 x 513,
 # or one of 2048 x 2048. It bounds the activations' memory whatever the image sizes.
 DEFAULT_BATCH_PIXELS = 2048 * 2048
+# Measured on an H100 (benchmarks/cold_start.py, ResNet-101 stride 8, batch 8): autotuning costs ~1 s per input
+# shape and buys 1.01x on 512 x 512 inputs, 1.21x on a mix of sizes; at ~17 ms per call it repays itself after a
+# few hundred calls. So a shape is tuned only once it has been seen this often: a bucket's one-off sizes never are.
+AUTOTUNE_AFTER_CALLS = 64
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -82,12 +86,16 @@ class PendingOutput:
 
 
 class ModelRunner:
-    """A model on a device with its preprocessing, precision and batching policy."""
+    """A model on a device with its preprocessing, precision, batching and autotuning policy.
+
+    ``autotune_after``: cuDNN autotunes a batch shape's calls once more than this many have been made (0: from
+    the first; GPUs only).
+    """
 
     def __init__(self, model: nn.Module, device: torch.device | str | None = None, precision: str = "auto",
                  scales: Sequence[float] = (1.0,), flip: bool = False, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, batch_size: int = 8,
-                 batch_pixels: int = DEFAULT_BATCH_PIXELS) -> None:
+                 batch_pixels: int = DEFAULT_BATCH_PIXELS, autotune_after: int = AUTOTUNE_AFTER_CALLS) -> None:
         if batch_size < 1 or batch_pixels < 1:
             raise ValueError(f"batch_size and batch_pixels must be >= 1, got {batch_size} and {batch_pixels}")
         self.device = torch.device(device) if device is not None else default_device()
@@ -97,12 +105,13 @@ class ModelRunner:
         if self.on_gpu:
             # channels_last lets cuDNN use its NHWC tensor-core kernels; on CPUs it would only change the rounding.
             self.model.to(memory_format=torch.channels_last)
-            torch.backends.cudnn.benchmark = True
         self.stride = model.output_stride
         self.scales, self.flip = tuple(scales), flip
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.batch_size, self.batch_pixels = batch_size, batch_pixels
+        self.calls_by_shape: Counter[tuple[int, ...]] = Counter()
+        self.autotune_after = autotune_after
 
     def plan(self, sizes: Sequence[tuple[int, int]]) -> list[list[int]]:
         """Indices of ``sizes`` (height, width) grouped into model calls: same padded size, at most ``batch_size``
@@ -157,9 +166,20 @@ class ModelRunner:
         batch = self._normalised_batch(images)
         autocast = (torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
                     if self.precision in _AUTOCAST_DTYPES else nullcontext())
-        with autocast:
-            low = predict_low_res(self.model, batch, self.scales, self.flip)
+        self.calls_by_shape[tuple(batch.shape)] += 1
+        previous = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = self.autotune(tuple(batch.shape))
+        try:
+            with autocast:
+                low = predict_low_res(self.model, batch, self.scales, self.flip)
+        finally:
+            torch.backends.cudnn.benchmark = previous
         return low.to(torch.float16)
+
+    def autotune(self, shape: tuple[int, ...]) -> bool:
+        """Whether cuDNN autotunes the calls of this batch shape: on a GPU, once it has come often enough to repay
+        the tuning (~1 s per shape for ResNet-101); a bucket's one-off sizes run untuned."""
+        return self.on_gpu and self.calls_by_shape[shape] > self.autotune_after
 
     def _normalised_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         if not images:

@@ -86,3 +86,14 @@ def test_segment_image_returns_labels_at_the_input_size_even_when_shrunk(model):
     assert labels.shape == (37, 53) and labels.dtype == np.uint8 and labels.max() < 4
     shrunk = segment_image(model, image, crf=False, max_pixels=20 * 20)
     assert shrunk.shape == (37, 53)
+
+
+def test_a_batch_shape_is_autotuned_on_gpus_only_once_it_recurs():
+    runner = ModelRunner(build_model("deeplabv2", "resnet50", 8, 3), "cpu", autotune_after=2)
+    shape = (8, 3, 512, 512)
+    assert not runner.autotune(shape)  # never on a CPU
+    runner.on_gpu = True  # the policy alone: which calls a GPU would tune
+    runner.calls_by_shape[shape] = 2
+    assert not runner.autotune(shape) and not runner.autotune((8, 3, 384, 512))
+    runner.calls_by_shape[shape] = 3
+    assert runner.autotune(shape)
