@@ -35,9 +35,10 @@ _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # or one of 2048 x 2048. It bounds the activations' memory whatever the image sizes.
 DEFAULT_BATCH_PIXELS = 2048 * 2048
 # Measured on an H100 (benchmarks/cold_start.py, ResNet-101 stride 8, batch 8): autotuning costs ~1 s per input
-# shape and buys 1.01x on 512 x 512 inputs, 1.21x on a mix of sizes; at ~17 ms per call it repays itself after a
-# few hundred calls. So a shape is tuned only once it has been seen this often: a bucket's one-off sizes never are.
-AUTOTUNE_AFTER_CALLS = 64
+# shape and buys 1.01x on 512 x 512 inputs, 1.21x on a mix of sizes, where it repays itself after ~270 calls of a
+# shape. So a shape is tuned only once it has been seen this often (2048 images at batch 8): the dominant shapes of
+# a large job are, a bucket's one-off sizes never are.
+AUTOTUNE_AFTER_CALLS = 256
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
