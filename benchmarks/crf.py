@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from deeplab_core.crf import refine_low_res, select_labels
+from deeplab_core.crf import CRFParams, refine_low_res, select_labels
 from deeplab_core.inference import as_tensor, upsample_logits
 from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.synthetic import MODEL_OUTPUT_FAMILIES, make_sample, simulated_case
@@ -44,7 +44,7 @@ def make_cases(family: str, count: int, size: int, classes: int, seed: int, mode
 
 def run_crf(cases: list[tuple], method: str) -> tuple[list[np.ndarray], float]:
     started = time.perf_counter()
-    labels = [refine_low_res(image, low, stride, method=method) for image, _, low, stride in cases]
+    labels = [refine_low_res(image, low, stride, CRFParams(method=method)) for image, _, low, stride in cases]
     return labels, (time.perf_counter() - started) / len(cases)
 
 

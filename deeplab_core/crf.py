@@ -20,17 +20,6 @@ from deeplab_core.extension import load_meanfield
 from deeplab_core.inference import as_tensor, upsample_logits
 
 
-@dataclass(frozen=True)
-class CRFParams:
-    iterations: int = 10
-    bilateral_weight: float = 4.0  # w1
-    bilateral_xy_std: float = 67.0  # theta_alpha
-    bilateral_rgb_std: float = 3.0  # theta_beta
-    gaussian_weight: float = 3.0  # w2
-    gaussian_xy_std: float = 1.0  # theta_gamma
-
-
-PAPER_PARAMS = CRFParams()
 # pydensecrf.utils.unary_from_softmax clips probabilities here; the exact path reproduces it bit for bit.
 _MIN_PROBABILITY = 1e-5
 # Label pruning (method "pruned") runs the CRF over the labels that can change its result: those within a factor
@@ -41,46 +30,72 @@ _MIN_PROBABILITY = 1e-5
 # (confident, low temperature, noisy, many classes): 100% pixel agreement with the exact CRF on every family.
 PRUNE_RATIO = 0.2
 PRUNE_MIN_PIXELS = 64
+# "exact": pydensecrf over every label (the reference); "native": deeplab_core._meanfield over every label;
+# "pruned": the native code over the labels select_labels keeps.
 METHODS = ("pruned", "native", "exact")
+_KERNEL_WIDTHS = ("bilateral_xy_std", "bilateral_rgb_std", "gaussian_xy_std")
 
 
-def dense_crf(image: np.ndarray, probs: np.ndarray, *, is_logits: bool = False, return_probs: bool = False,
-              method: str = "pruned", prune_ratio: float = PRUNE_RATIO, prune_min_pixels: int = PRUNE_MIN_PIXELS,
-              **params) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class CRFParams:
+    """The CRF's parameters (the paper's by default) and how it is computed. Checked when made."""
+
+    iterations: int = 10
+    bilateral_weight: float = 4.0  # w1
+    bilateral_xy_std: float = 67.0  # theta_alpha
+    bilateral_rgb_std: float = 3.0  # theta_beta
+    gaussian_weight: float = 3.0  # w2
+    gaussian_xy_std: float = 1.0  # theta_gamma
+    method: str = "pruned"
+    prune_ratio: float = PRUNE_RATIO
+    prune_min_pixels: int = PRUNE_MIN_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"CRFParams: method must be one of {METHODS}, got {self.method!r}")
+        if self.iterations < 1:
+            raise ValueError(f"CRFParams: iterations must be >= 1, got {self.iterations}")
+        for width in _KERNEL_WIDTHS:
+            if not getattr(self, width) > 0:
+                raise ValueError(f"CRFParams: {width} is a kernel width and must be > 0, got {getattr(self, width)}")
+        if not 0 < self.prune_ratio <= 1:
+            raise ValueError(f"CRFParams: prune_ratio must be in (0, 1], got {self.prune_ratio}")
+
+
+PAPER_PARAMS = CRFParams()
+
+
+def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams = PAPER_PARAMS, *,
+              is_logits: bool = False) -> np.ndarray:
     """Refine class probabilities with a dense CRF; returns the H x W label map (int64).
 
     ``image``: uint8 H x W x 3 RGB. ``probs``: float C x h x w class probabilities (or logits with
     ``is_logits=True``); when h x w is smaller than H x W it is bilinearly resized to H x W first (logits
-    before the softmax). Keyword arguments override ``CRFParams`` (the paper's values). With
-    ``return_probs`` also returns the refined C x H x W float32 marginals (0 for pruned labels).
-
-    ``method``: "exact" is pydensecrf over every label, identical to calling it with ``unary_from_softmax`` (the
-    reference); "native" is the same inference in ``deeplab_core._meanfield`` over every label; "pruned" (the
-    default) runs the native code over the labels ``select_labels`` keeps, the rest renormalised.
+    before the softmax). ``params``: the paper's values and pruned inference by default (``CRFParams``).
     """
-    if method not in METHODS:
-        raise ValueError(f"dense_crf: method must be one of {METHODS}, got {method!r}")
-    settings = CRFParams(**params)
-    _check_inputs(image, probs, settings)
+    return dense_crf_marginals(image, probs, params, is_logits=is_logits)[0]
+
+
+def dense_crf_marginals(image: np.ndarray, probs: np.ndarray, params: CRFParams = PAPER_PARAMS, *,
+                        is_logits: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``dense_crf``'s labels and the refined C x H x W float32 marginals (0 for pruned labels)."""
+    _check_inputs(image, probs)
     height, width = image.shape[:2]
     full = _full_size_probabilities(probs, (height, width), is_logits)
-    if method == "exact":
-        marginals = _pydensecrf_mean_field(image, _unary(full), settings)
-        labels = marginals.argmax(0)
-        return (labels, marginals) if return_probs else labels
+    if params.method == "exact":
+        marginals = _pydensecrf_mean_field(image, _unary(full), params)
+        return marginals.argmax(0), marginals
 
-    kept = select_labels(full, prune_ratio, prune_min_pixels) if method == "pruned" else None
+    kept = select_labels(full, params.prune_ratio, params.prune_min_pixels) if params.method == "pruned" else None
     if kept is not None:
         # Clipped first, as the exact CRF's unary clips: a pixel whose leading label was pruned may have nothing
         # left on the kept ones (a very confident model underflows to 0), and gets equal unaries instead of 0 / 0.
         full = np.maximum(full[kept], _MIN_PROBABILITY)
         full /= full.sum(0, keepdims=True)
-    pixel_marginals = _native_mean_field(image, full, settings)  # H x W x kept labels
+    pixel_marginals = _native_mean_field(image, full, params)  # H x W x kept labels
     labels = pixel_marginals.argmax(-1)
     if kept is not None:
         labels = kept[labels]
-    if not return_probs:
-        return labels
     marginals = np.zeros((probs.shape[0], height, width), dtype=np.float32)
     marginals[kept if kept is not None else slice(None)] = pixel_marginals.transpose(2, 0, 1)
     return labels, marginals
@@ -105,7 +120,7 @@ def select_labels(probs: np.ndarray, ratio: float = PRUNE_RATIO,
     return np.flatnonzero(wanted)
 
 
-def _check_inputs(image: np.ndarray, probs: np.ndarray, settings: CRFParams) -> None:
+def _check_inputs(image: np.ndarray, probs: np.ndarray) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         described = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
         raise ValueError(f"dense_crf: image must be a uint8 H x W x 3 RGB array, got {described}")
@@ -120,11 +135,6 @@ def _check_inputs(image: np.ndarray, probs: np.ndarray, settings: CRFParams) -> 
             f"dense_crf: probs are {height} x {width} but the image is {image.shape[0]} x {image.shape[1]}; "
             "probs must be at the image's size or smaller (they are upsampled inside)"
         )
-    if settings.iterations < 1:
-        raise ValueError(f"dense_crf: iterations must be >= 1, got {settings.iterations}")
-    for width in ("bilateral_xy_std", "bilateral_rgb_std", "gaussian_xy_std"):
-        if not getattr(settings, width) > 0:
-            raise ValueError(f"dense_crf: {width} is a kernel width and must be > 0, got {getattr(settings, width)}")
 
 
 def _full_size_probabilities(probs: np.ndarray, size: tuple[int, int], is_logits: bool) -> np.ndarray:
@@ -181,10 +191,11 @@ def _writable(image: np.ndarray) -> np.ndarray:
     return np.require(image, dtype=np.uint8, requirements=["C_CONTIGUOUS", "WRITEABLE"])
 
 
-def refine_low_res(image: np.ndarray, low_res_logits: np.ndarray, stride: int, **params) -> np.ndarray:
+def refine_low_res(image: np.ndarray, low_res_logits: np.ndarray, stride: int,
+                   params: CRFParams = PAPER_PARAMS) -> np.ndarray:
     """Dense CRF from low-resolution logits on the stride grid of ``image`` (see ``deeplab_core.inference``).
 
     The logits are upsampled with the grid's exact geometry (``upsample_logits``), not stretched to the image.
     """
     logits = upsample_logits(as_tensor(low_res_logits, np.float32), image.shape[:2], stride)
-    return dense_crf(image, logits.numpy(), is_logits=True, **params)
+    return dense_crf(image, logits.numpy(), params, is_logits=True)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deeplab_core.crf import refine_low_res
+from deeplab_core.crf import PAPER_PARAMS, CRFParams, refine_low_res
 from deeplab_core.data.transforms import resize_image, resize_labels
 from deeplab_core.inference import (
     IMAGENET_MEAN, IMAGENET_STD, as_tensor, low_res_size, predict_low_res, upsample_logits, working_size,
@@ -205,7 +205,7 @@ class ModelRunner:
 def segment_image(model: nn.Module, image: np.ndarray, scales: Sequence[float] = (1.0,), flip: bool = False,
                   crf: bool = True, max_side: int | None = None, max_pixels: int | None = None,
                   mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                  precision: str = "auto", **crf_params) -> np.ndarray:
+                  precision: str = "auto", crf_params: CRFParams = PAPER_PARAMS) -> np.ndarray:
     """The whole per-image computation of the segmentation pipeline, in-process: H x W uint8 labels.
 
     The image is shrunk to fit ``max_side`` and ``max_pixels``, run through a ``ModelRunner`` on the model's
@@ -216,7 +216,7 @@ def segment_image(model: nn.Module, image: np.ndarray, scales: Sequence[float] =
     working = resize_image(image, working_size(height, width, max_side, max_pixels))
     runner = ModelRunner(model, next(model.parameters()).device, precision, scales, flip, mean, std)
     if crf:
-        labels = refine_low_res(working, runner.low_res([working])[0], runner.stride, **crf_params).astype(np.uint8)
+        labels = refine_low_res(working, runner.low_res([working])[0], runner.stride, crf_params).astype(np.uint8)
     else:
         labels = runner.labels([working])[0]
     return resize_labels(labels, (height, width))

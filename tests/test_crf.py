@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from deeplab_core.crf import PAPER_PARAMS, dense_crf, select_labels
+from deeplab_core.crf import PAPER_PARAMS, CRFParams, dense_crf, dense_crf_marginals, select_labels
 from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.synthetic import MODEL_OUTPUT_FAMILIES, make_sample, simulated_case, simulated_logits
 
@@ -38,7 +38,7 @@ def test_accepts_low_resolution_logits_and_returns_marginals():
     rng = np.random.default_rng(1)
     image, mask = make_sample(rng, size=64, num_classes=3)
     logits = np.log(_blurry_noisy_probs(mask, 3, rng))
-    labels, marginals = dense_crf(image, logits, is_logits=True, return_probs=True)
+    labels, marginals = dense_crf_marginals(image, logits, is_logits=True)
     assert labels.shape == (64, 64)
     assert marginals.shape == (3, 64, 64) and marginals.dtype == np.float32
     assert np.allclose(marginals.sum(0), 1.0, atol=1e-4)
@@ -49,7 +49,7 @@ def test_without_pairwise_terms_the_crf_is_the_argmax_of_the_upsampled_unary():
     rng = np.random.default_rng(2)
     image, mask = make_sample(rng, size=64, num_classes=3)
     probs = _blurry_noisy_probs(mask, 3, rng)
-    labels = dense_crf(image, probs, bilateral_weight=0.0, gaussian_weight=0.0, iterations=1)
+    labels = dense_crf(image, probs, CRFParams(bilateral_weight=0.0, gaussian_weight=0.0, iterations=1))
     upsampled = F.interpolate(torch.from_numpy(probs)[None], size=(64, 64), mode="bilinear", align_corners=False)[0]
     assert np.array_equal(labels, upsampled.argmax(0).numpy())
 
@@ -76,19 +76,19 @@ def test_read_only_inputs_are_accepted():
     probs.setflags(write=False)
     before = probs.copy()
     assert dense_crf(image, probs).shape == (32, 32)
-    assert dense_crf(image, probs, method="exact").shape == (32, 32)
+    assert dense_crf(image, probs, CRFParams(method="exact")).shape == (32, 32)
     assert np.array_equal(probs, before)
 
 
 @pytest.mark.parametrize("width", ["bilateral_xy_std", "bilateral_rgb_std", "gaussian_xy_std"])
 def test_kernel_widths_must_be_positive(width):
     with pytest.raises(ValueError, match=f"{width} is a kernel width"):
-        dense_crf(np.zeros((8, 8, 3), np.uint8), np.full((2, 8, 8), 0.5, np.float32), **{width: 0.0})
+        CRFParams(**{width: 0.0})
 
 
 def test_unknown_parameter_is_rejected():
     with pytest.raises(TypeError):
-        dense_crf(np.zeros((8, 8, 3), np.uint8), np.full((2, 8, 8), 0.5, np.float32), theta=3)
+        CRFParams(theta=3)
 
 
 def _model_like_probs(rng: np.random.Generator, size: int, num_classes: int = 21):
@@ -109,7 +109,7 @@ def test_exact_mode_reproduces_pydensecrf_bit_for_bit():
     crf.addPairwiseGaussian(sxy=1, compat=3)
     crf.addPairwiseBilateral(sxy=67, srgb=3, rgbim=np.ascontiguousarray(image), compat=4)
     reference = np.array(crf.inference(10), dtype=np.float32).reshape(21, 64, 64)
-    labels, marginals = dense_crf(image, probs, method="exact", return_probs=True)
+    labels, marginals = dense_crf_marginals(image, probs, CRFParams(method="exact"))
     assert np.array_equal(marginals, reference)
     assert np.array_equal(labels, reference.argmax(0))
 
@@ -124,7 +124,7 @@ def test_label_pruning_agrees_with_the_exact_crf_on_every_family_of_model_output
         probs = F.interpolate(torch.from_numpy(low)[None], size=(160, 160), mode="bilinear")[0].softmax(0).numpy()
         selected = select_labels(probs)
         kept.append(21 if selected is None else len(selected))
-        exact = dense_crf(image, low, is_logits=True, method="exact")
+        exact = dense_crf(image, low, CRFParams(method="exact"), is_logits=True)
         pruned = dense_crf(image, low, is_logits=True)  # the default: pruned
         agree += int((exact == pruned).sum())
         total += exact.size
@@ -143,10 +143,10 @@ def test_select_labels_keeps_contenders_on_enough_pixels_and_at_least_two():
     assert select_labels(probs, ratio=0.9, min_pixels=64).tolist() == [2, 4]  # the leader alone: the runner-up joins
     with pytest.raises(ValueError, match="ratio"):
         select_labels(probs, ratio=0)
-    labels, marginals = dense_crf(np.zeros((16, 16, 3), np.uint8), probs / probs.sum(0), return_probs=True)
+    labels, marginals = dense_crf_marginals(np.zeros((16, 16, 3), np.uint8), probs / probs.sum(0))
     assert set(np.unique(labels)) <= {2, 4} and np.all(marginals[[0, 1, 3]] == 0)
     with pytest.raises(ValueError, match="method"):
-        dense_crf(np.zeros((16, 16, 3), np.uint8), probs, method="fast")
+        CRFParams(method="fast")
 
 
 def test_pixels_whose_pruned_leader_took_all_the_mass_get_finite_marginals():
@@ -156,7 +156,7 @@ def test_pixels_whose_pruned_leader_took_all_the_mass_get_finite_marginals():
     logits[0, :, :16] = logits[1, :, 16:] = 300.0
     logits[3, 10:13, 10:13] = 600.0
     image = np.zeros((32, 32, 3), np.uint8)
-    labels, marginals = dense_crf(image, logits, is_logits=True, return_probs=True)
+    labels, marginals = dense_crf_marginals(image, logits, is_logits=True)
     assert np.isfinite(marginals).all()
     assert set(np.unique(labels)) == {0, 1}
     assert (labels[:, :8] == 0).all() and (labels[:, 24:] == 1).all()
@@ -174,8 +174,8 @@ def test_native_mean_field_matches_pydensecrf_to_float_rounding(labels, size):
     image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     image[:, : width // 2] //= 4  # an edge for the bilateral kernel
     logits = rng.normal(0, 2, (labels, height, width)).astype(np.float32)
-    reference_labels, reference = dense_crf(image, logits, is_logits=True, method="exact", return_probs=True)
-    native_labels, native = dense_crf(image, logits, is_logits=True, method="native", return_probs=True)
+    reference_labels, reference = dense_crf_marginals(image, logits, CRFParams(method="exact"), is_logits=True)
+    native_labels, native = dense_crf_marginals(image, logits, CRFParams(method="native"), is_logits=True)
     assert native.shape == reference.shape == (labels, height, width)
     assert np.abs(native - reference).max() < 1e-4
     assert np.mean(native_labels == reference_labels) >= 0.999
@@ -185,7 +185,7 @@ def test_native_mean_field_rejects_images_its_lattice_cannot_index():
     # theta_gamma = 0.01 puts a 1 x 20000 image's pixel coordinates beyond the lattice's 16-bit keys.
     probs = np.full((2, 1, 20000), 0.5, np.float32)
     with pytest.raises(ValueError, match="lattice coordinates overflow"):
-        dense_crf(np.zeros((1, 20000, 3), np.uint8), probs, method="native", gaussian_xy_std=0.01)
+        dense_crf(np.zeros((1, 20000, 3), np.uint8), probs, CRFParams(method="native", gaussian_xy_std=0.01))
 
 
 def test_a_source_copy_without_build_outputs_loads_the_installed_extension(tmp_path):

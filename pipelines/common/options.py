@@ -70,13 +70,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="the reference CRF: pydensecrf over all labels, no pruning (~5x slower)")
 
 
-def crf_params(args: argparse.Namespace) -> dict:
-    """``refine_low_res`` keyword arguments from the CRF options."""
+def crf_params(args: argparse.Namespace) -> CRFParams:
+    """The CRF's parameters from the CRF options (the paper's values otherwise)."""
     if args.crf_exact:
-        return {"iterations": args.crf_iterations, "method": "exact"}
+        return CRFParams(iterations=args.crf_iterations, method="exact")
     if args.crf_prune_ratio == 0:
-        return {"iterations": args.crf_iterations, "method": "native"}
-    return {"iterations": args.crf_iterations, "method": "pruned", "prune_ratio": min(1.0, args.crf_prune_ratio)}
+        return CRFParams(iterations=args.crf_iterations, method="native")
+    return CRFParams(iterations=args.crf_iterations, method="pruned", prune_ratio=min(1.0, args.crf_prune_ratio))
 
 
 def model_stage_resources(args: argparse.Namespace) -> dict:

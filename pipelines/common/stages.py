@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from deeplab_core.checkpoint import load_model
-from deeplab_core.crf import refine_low_res
+from deeplab_core.crf import PAPER_PARAMS, CRFParams, refine_low_res
 from deeplab_core.data import check_mask
 from deeplab_core.data.transforms import resize_image, resize_labels
 from deeplab_core.inference import TRANSPORT_DTYPE, working_size
@@ -152,8 +152,8 @@ class Refiner:
     """CPU task: dense-CRF labels (``labels_crf``) from each row's image and low-resolution logits; drops the
     logits column, and the image unless ``keep_image``."""
 
-    def __init__(self, stride: int, crf_params: dict | None = None, keep_image: bool = True) -> None:
-        self.stride, self.crf_params = stride, crf_params or {}
+    def __init__(self, stride: int, crf_params: CRFParams = PAPER_PARAMS, keep_image: bool = True) -> None:
+        self.stride, self.crf_params = stride, crf_params
         self.drop = ("logits",) if keep_image else ("logits", "image")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -166,7 +166,7 @@ class Refiner:
                 started = time.perf_counter()
                 try:
                     labels = refine_low_res(batch["image"][row], batch["logits"][row], self.stride,
-                                            **self.crf_params).astype(np.uint8)
+                                            self.crf_params).astype(np.uint8)
                     seconds = time.perf_counter() - started
                 except Exception as err:  # noqa: BLE001
                     out["error"][row] = describe(err)
