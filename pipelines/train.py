@@ -27,7 +27,7 @@ import yaml
 from deeplab_core.checkpoint import (
     BEST_MODEL_FILE, build_from_checkpoint, load_checkpoint, model_config, save_checkpoint,
 )
-from deeplab_core.data import VOCSegmentation, read_class_names, read_sample
+from deeplab_core.data import VOCSegmentation, dataset_classes, read_sample
 from deeplab_core.io import exists, join_uri
 from deeplab_core.models import ARCHS, BACKBONES, build_model
 from deeplab_core.training import RECIPES
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arch", choices=ARCHS, help="default deeplabv2")
     parser.add_argument("--backbone", choices=BACKBONES, help="default resnet101")
     parser.add_argument("--output-stride", type=int, choices=(8, 16), help="default 8")
-    parser.add_argument("--num-classes", type=positive_int, help="default: the dataset's classes.txt, else 21")
+    parser.add_argument("--num-classes", type=positive_int, help="default: the dataset's classes.txt, else 21 (PASCAL VOC's class names)")
     parser.add_argument("--crop-size", type=positive_int, help="default 321 (v2) / 513 (v3)")
     parser.add_argument("--batch-size", type=positive_int, help="images per worker per step (default 10)")
     parser.add_argument("--accumulation", type=positive_int,
@@ -144,10 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --sync-bn needs --use-gpu (PyTorch's SyncBatchNorm runs on GPUs only); on CPUs raise "
               "--batch-size or use --freeze-bn with pretrained weights", file=sys.stderr)
         return 2
-    class_names = read_class_names(args.data)
-    num_classes = args.num_classes or (len(class_names) if class_names else 21)
-    if class_names and len(class_names) != num_classes:
-        class_names = None
+    class_names = dataset_classes(args.data, args.num_classes)
+    num_classes = len(class_names)
     try:
         train_set = check_dataset(args.data, args.train_split, num_classes)
         val_set = check_dataset(args.val_data, args.val_split, num_classes) if args.val_data else None

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from deeplab_core.data import DatasetError, VOCSegmentation, read_class_names, train_transform
+from deeplab_core.data import (
+    VOC_CLASSES, DatasetError, VOCSegmentation, dataset_classes, read_class_names, train_transform,
+)
 from deeplab_core.data.voc import image_uri, mask_uri
 from deeplab_core.io import encode_palette_png, join_uri, read_bytes, write_bytes
 from deeplab_core.synthetic import generate, main, make_sample
@@ -90,3 +92,10 @@ def test_a_root_without_images_is_an_error(tmp_path):
     write_bytes(mask_uri(str(tmp_path), "a"), b"x")
     with pytest.raises(DatasetError, match="b.jpg: image listed in the split but missing"):
         VOCSegmentation(str(tmp_path), "train")
+
+
+def test_class_names_come_from_the_dataset_else_voc_else_the_ids(dataset_root, tmp_path):
+    assert dataset_classes(dataset_root) == ["background", "class_1", "class_2"]
+    assert dataset_classes(dataset_root, 5) == ["0", "1", "2", "3", "4"]  # classes.txt does not fit 5 classes
+    assert dataset_classes(str(tmp_path)) == list(VOC_CLASSES)  # no classes.txt: PASCAL VOC's 21
+    assert dataset_classes(str(tmp_path), 3) == ["0", "1", "2"]

@@ -56,6 +56,19 @@ def read_class_names(root: str) -> list[str] | None:
     return [line.strip() for line in read_text(uri).splitlines() if line.strip()]
 
 
+def dataset_classes(root: str, num_classes: int | None = None) -> list[str]:
+    """A dataset's class names, in class-id order: its ``classes.txt`` (whose length is the class count when
+    ``num_classes`` is None); without one, or when its count differs from ``num_classes``, PASCAL VOC's names for 21
+    classes (a VOC-layout dataset without a class list is VOC itself), else the class ids."""
+    names = read_class_names(root)
+    count = num_classes or (len(names) if names else len(VOC_CLASSES))
+    if names and len(names) == count:
+        return names
+    if count == len(VOC_CLASSES):
+        return list(VOC_CLASSES)
+    return [str(index) for index in range(count)]
+
+
 def check_mask(mask: np.ndarray, image_shape: tuple[int, ...], num_classes: int | None, uri: str) -> None:
     """Raise ``DatasetError`` naming ``uri`` when the mask does not fit its image or the class count."""
     if mask.shape != tuple(image_shape[:2]):
