@@ -61,7 +61,7 @@ def test_impossible_numbers_in_a_yaml_config_are_refused_too(tmp_path, capsys):
     config.write_text("batch_size: 0\n")
     with pytest.raises(SystemExit):
         train.parse_args(["--data", "d", "--output", "o", "--config", str(config)])
-    assert "--batch-size must be a number greater than 0" in capsys.readouterr().err
+    assert "--batch-size must be at least 1, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--max-pixels", "-1"], ["--crf-prune-ratio", "-0.1"],

@@ -1,7 +1,8 @@
 """The training loop that runs on every Ray Train worker, in the shape of torchvision's reference: a short loop over
 batches that calls ``train_one_step``, ``validate`` and ``save_and_report``.
 
-Everything a worker holds for training is one ``WorkerState``; the loop's config is the driver's options dict.
+Everything a worker holds for training is one ``WorkerState``; what the driver decided is one ``WorkerPlan``, whose
+``config`` is the run's typed ``TrainConfig``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,21 @@ from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.models import build_model
 from deeplab_core.runner import ModelRunner
 from deeplab_core.training import build_optimizer, freeze_batchnorm, poly_lr_scheduler, segmentation_loss
+from pipelines.common.train_config import TrainConfig
 from pipelines.common.training_log import TrainingLog
 
 WORKER_REPORTS = "workers"
 PREFETCH_BATCHES = 4
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What the driver hands every worker: the run's configuration (class count resolved), the model's
+    self-description for its checkpoints, and whether there is a validation set."""
+
+    config: TrainConfig
+    model_config: dict
+    has_val: bool
 
 
 @dataclass
@@ -92,59 +104,61 @@ class Throughput:
         return max(time.monotonic() - since - (self.paused_seconds - paused_before), 1e-9)
 
 
-def train_loop_per_worker(config: dict) -> None:
+def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
 
+    plan: WorkerPlan = loop_config["plan"]
+    config = plan.config
     # A performance note from DDP about 1x1-convolution gradient layouts, printed by every worker: noise in the logs.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     worker = setup_worker(config)
     restore(worker)
-    class_names = config["model_config"]["class_names"]
-    log = TrainingLog.resume(config["output"], class_names, worker.iteration) if worker.rank == 0 else None
+    class_names = plan.model_config["class_names"]
+    log = TrainingLog.resume(config.output, class_names, worker.iteration) if worker.rank == 0 else None
 
     train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val") if config["has_val"] else None
+    val_shard = ray.train.get_dataset_shard("val") if plan.has_val else None
     seen = []  # the unique seeds of the rows this worker trained on: evidence that workers get different shards
-    images_per_step = config["batch_size"] * config["accumulation"] * worker.world_size
+    images_per_step = config.batch_size * config.accumulation * worker.world_size
     throughput = Throughput(images_per_step, worker.iteration,
-                            warmup=min(5, max(0, (config["iterations"] - worker.iteration) // 4)))
+                            warmup=min(5, max(0, (config.iterations - worker.iteration) // 4)))
     losses: list[float] = []
     # Batches prepared ahead, as a DataLoader's workers do: the GPU does not wait on the copy of the next one.
-    batches = train_shard.iter_torch_batches(batch_size=config["batch_size"], device=worker.device, drop_last=True,
+    batches = train_shard.iter_torch_batches(batch_size=config.batch_size, device=worker.device, drop_last=True,
                                              prefetch_batches=PREFETCH_BATCHES)
     worker.model.train()
     for micro_step, batch in enumerate(batches):
-        if worker.iteration >= config["iterations"]:
+        if worker.iteration >= config.iterations:
             break
         seen.extend(batch["seed"].tolist()[: max(0, 2000 - len(seen))])
-        optimizer_step = (micro_step + 1) % config["accumulation"] == 0
-        losses.append(train_one_step(worker, batch, config["accumulation"], optimizer_step))
+        optimizer_step = (micro_step + 1) % config.accumulation == 0
+        losses.append(train_one_step(worker, batch, config.accumulation, optimizer_step))
         if not optimizer_step:
             continue
         images_per_second = throughput.stepped(worker.iteration)
         metrics = {"iteration": worker.iteration, "loss": sum(losses) / len(losses),
                    "lr": worker.optimizer.param_groups[0]["lr"], "images_per_second": images_per_second}
-        last = worker.iteration == config["iterations"]
-        if worker.rank == 0 and (worker.iteration % config["log_every"] == 0 or last):
-            worker_log(f"[train] iter {worker.iteration}/{config['iterations']} loss {metrics['loss']:.4f} "
+        last = worker.iteration == config.iterations
+        if worker.rank == 0 and (worker.iteration % config.log_every == 0 or last):
+            worker_log(f"[train] iter {worker.iteration}/{config.iterations} loss {metrics['loss']:.4f} "
                        f"lr {metrics['lr']:.3g} {images_per_second:.1f} img/s "
-                       f"eta {throughput.eta(worker.iteration, config['iterations'])}")
+                       f"eta {throughput.eta(worker.iteration, config.iterations)}")
             log.add(metrics)
-        if worker.iteration % config["val_every"] == 0 or last:
+        if worker.iteration % config.val_every == 0 or last:
             losses.clear()
             with throughput.paused():
                 if val_shard is not None:
-                    metrics.update(validate(worker, val_shard, config["num_classes"], config["batch_size"],
+                    metrics.update(validate(worker, val_shard, config.num_classes, config.batch_size,
                                             class_names))
                 if log is not None:
                     log.add(metrics)
                     log.write()
-                save_and_report(worker, metrics, config["model_config"])
+                save_and_report(worker, metrics, plan.model_config)
 
-    write_worker_report(config["output"], worker, seen, throughput.steady(worker.iteration))
+    write_worker_report(config.output, worker, seen, throughput.steady(worker.iteration))
 
 
-def setup_worker(config: dict) -> WorkerState:
+def setup_worker(config: TrainConfig) -> WorkerState:
     """The model (pretrained backbone, BatchNorm policy, channels_last on GPUs, wrapped for DDP), its optimizer with
     the 10x head, the poly schedule and the AMP scaler."""
     import ray.train
@@ -153,19 +167,19 @@ def setup_worker(config: dict) -> WorkerState:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    pretrained = config["pretrained_backbone"]
-    model = build_model(config["arch"], config["backbone"], config["output_stride"], config["num_classes"],
+    pretrained = config.pretrained_backbone
+    model = build_model(config.arch, config.backbone, config.output_stride, config.num_classes,
                         pretrained_backbone=True if pretrained == "cache" else (pretrained or False))
-    if config["freeze_bn"]:
+    if config.freeze_bn:
         freeze_batchnorm(model)
-    elif config["sync_bn"] and world_size > 1:
+    elif config.sync_bn and world_size > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model = ray.train.torch.prepare_model(model.to(memory_format=memory_format))  # NHWC: cuDNN's tensor-core kernels
-    optimizer = build_optimizer(model, config["lr"], config["weight_decay"], config["momentum"],
-                                config["head_lr_multiplier"])
-    scheduler = poly_lr_scheduler(optimizer, config["iterations"], config["lr_power"])
-    amp_dtype = amp_dtype_for(config["amp"], device)
+    optimizer = build_optimizer(model, config.lr, config.weight_decay, config.momentum,
+                                config.head_lr_multiplier)
+    scheduler = poly_lr_scheduler(optimizer, config.iterations, config.lr_power)
+    amp_dtype = amp_dtype_for(config.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     return WorkerState(rank, world_size, device, model, optimizer, scheduler, scaler, amp_dtype, memory_format)
 
