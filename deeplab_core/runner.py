@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from deeplab_core.crf import PAPER_PARAMS, CRFParams, refine_low_res
-from deeplab_core.data.transforms import resize_image, resize_labels
 from deeplab_core.inference import (
     IMAGENET_MEAN, IMAGENET_STD, as_tensor, low_res_size, predict_low_res, upsample_logits, working_size,
 )
+from deeplab_core.io import resize_image, resize_labels
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -20,8 +20,7 @@ from PIL import Image, ImageDraw
 
 from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
 from deeplab_core.data import image_uri, mask_uri, read_split
-from deeplab_core.data.transforms import resize_labels
-from deeplab_core.io import join_uri, write_bytes
+from deeplab_core.io import join_uri, resize_labels, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
 from pipelines.common.options import HelpFormatter, add_model_options
 from pipelines.common.runtime import check_writable, explain, is_user_error
@@ -113,8 +112,8 @@ def run_pipeline(args: argparse.Namespace, ids: list[str],
     num_classes = checkpoint.config["num_classes"]
     items = [{"uri": image_uri(args.data, i), "label_uri": mask_uri(args.data, i), "error": ""} for i in ids]
     blocks = math.ceil(len(items) / default_rows_per_block(len(items), args.batch_size))
-    dataset = add_model_stages(ray.data.from_items(items, override_num_blocks=blocks), args, checkpoint, crf=args.crf, plain=True,
-                               keep_image=False, num_classes=num_classes)
+    dataset = add_model_stages(ray.data.from_items(items, override_num_blocks=blocks), args, checkpoint, crf=args.crf,
+                               plain=True, keep_image=False, num_classes=num_classes)
     dataset = dataset.map_batches(Scorer(num_classes, args.crf), batch_size=16)
     plain, refined, failures, precisions = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes), [], set()
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):

@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
 
     init_ray()
     global_batch = config.batch_size * config.accumulation * config.workers
-    datasets = {"train": training_dataset(config.data, train_set.ids, config.iterations * global_batch, config.crop_size,
-                                          config.min_scale, config.max_scale, num_classes, config.seed)}
+    datasets = {"train": training_dataset(config.data, train_set.ids, config.iterations * global_batch,
+                                          config.crop_size, config.min_scale, config.max_scale, num_classes,
+                                          config.seed)}
     if val_set is not None:
         datasets["val"] = eval_dataset(config.val_data, val_set.ids, num_classes)
 

@@ -10,6 +10,7 @@ from deeplab_core.data.voc import (
 
 __all__ = [
     "Compose", "DatasetError", "PadIfSmaller", "RandomCrop", "RandomHorizontalFlip", "RandomScale", "VOCSegmentation",
-    "VOC_CLASSES", "check_files", "check_mask", "dataset_classes", "eval_transform", "image_uri", "mask_uri", "read_class_names",
+    "VOC_CLASSES", "check_files", "check_mask", "dataset_classes", "eval_transform", "image_uri", "mask_uri",
+    "read_class_names",
     "read_sample", "read_split", "resize_pair", "train_transform",
 ]

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
-from deeplab_core.io.images import IGNORE_INDEX
+from deeplab_core.io.images import IGNORE_INDEX, resize_image, resize_labels
 
 # The ImageNet mean colour: padding with it becomes 0 after normalisation.
 MEAN_COLOUR = (124, 116, 104)
@@ -22,20 +21,6 @@ Sample = tuple[np.ndarray, np.ndarray]
 
 def _rng(rng: np.random.Generator | None) -> np.random.Generator:
     return rng if rng is not None else np.random.default_rng()
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a uint8 H x W x 3 image to ``size`` = (height, width)."""
-    if image.shape[:2] == tuple(size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
-
-
-def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an H x W label map to ``size`` = (height, width): class ids are never blended."""
-    if labels.shape == tuple(size):
-        return labels
-    return np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((size[1], size[0]), Image.NEAREST))
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, height: int, width: int) -> Sample:

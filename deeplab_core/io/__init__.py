@@ -10,6 +10,8 @@ from deeplab_core.io.images import (
     encode_palette_png,
     encode_png,
     overlay,
+    resize_image,
+    resize_labels,
     voc_colormap,
 )
 from deeplab_core.io.uri import (
@@ -30,5 +32,6 @@ from deeplab_core.io.uri import (
 __all__ = [
     "AWS_VARIABLES", "IGNORE_INDEX", "VOC_COLORMAP", "ImageDecodeError", "decode_image", "decode_mask", "encode_jpeg",
     "encode_palette_png", "encode_png", "exists", "filesystem", "is_dir", "join_uri", "list_files", "overlay",
-    "protocol_of", "read_bytes", "read_text", "relative_path", "s3_options", "voc_colormap", "write_bytes",
+    "protocol_of", "read_bytes", "read_text", "relative_path", "resize_image", "resize_labels", "s3_options",
+    "voc_colormap", "write_bytes",
 ]

@@ -1,4 +1,4 @@
-"""Decoding images and masks from bytes, encoding palette PNGs, colour overlays."""
+"""Decoding images and masks from bytes, resizing them, encoding palette PNGs, colour overlays."""
 
 from __future__ import annotations
 
@@ -122,6 +122,20 @@ def encode_png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a uint8 H x W x 3 image to ``size`` = (height, width)."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an H x W label map to ``size`` = (height, width): class ids are never blended."""
+    if labels.shape == tuple(size):
+        return labels
+    return np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((size[1], size[0]), Image.NEAREST))
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:

@@ -23,9 +23,11 @@ import pyarrow as pa
 from deeplab_core.checkpoint import load_model
 from deeplab_core.crf import PAPER_PARAMS, CRFParams, refine_low_res
 from deeplab_core.data import check_mask
-from deeplab_core.data.transforms import resize_image, resize_labels
 from deeplab_core.inference import TRANSPORT_DTYPE, working_size
-from deeplab_core.io import decode_image, decode_mask, encode_palette_png, encode_png, overlay, read_bytes, write_bytes
+from deeplab_core.io import (
+    decode_image, decode_mask, encode_palette_png, encode_png, overlay, read_bytes, resize_image, resize_labels,
+    write_bytes,
+)
 from deeplab_core.runner import ModelRunner
 from pipelines.common.inputs import output_uri
 from pipelines.common.manifest import SCHEMA

@@ -99,7 +99,8 @@ def _default_text(spec) -> str:
         values = sorted({getattr(recipe, spec.name) for recipe in RECIPES.values()})
         if len(values) == 1:
             return f" (default {values[0]}, the recipe's)"
-        return " (default " + " / ".join(f"{getattr(recipe, spec.name)} {arch}" for arch, recipe in RECIPES.items()) + ")"
+        per_arch = " / ".join(f"{getattr(recipe, spec.name)} {arch}" for arch, recipe in RECIPES.items())
+        return f" (default {per_arch})"
     if spec.default in (None, False, "") or spec.default is MISSING:
         return ""
     return f" (default {spec.default})"
