@@ -9,7 +9,7 @@ repeated here: ``None`` means "the architecture's recipe" (``deeplab_core.traini
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
 from deeplab_core.models import ARCHS, BACKBONES, OUTPUT_STRIDES
@@ -101,7 +101,7 @@ def _default_text(spec) -> str:
             return f" (default {values[0]}, the recipe's)"
         per_arch = " / ".join(f"{getattr(recipe, spec.name)} {arch}" for arch, recipe in RECIPES.items())
         return f" (default {per_arch})"
-    if spec.default in (None, False, "") or spec.default is MISSING:
+    if spec.default in (None, False, ""):
         return ""
     return f" (default {spec.default})"
 
