@@ -6,7 +6,9 @@
 //     values: keys are hashed in batches and their slots, like the blur's neighbours and the splat/slice
 //     vertices, prefetched ahead of use;
 //   - filters are specialised for the number of labels and fused with the normalisation and the Potts weights;
-//   - the spatial lattice depends only on the image size, so the last one built is kept and reused.
+//   - the spatial lattice depends only on the image size, so the last one built is kept and reused;
+//   - optionally (the pruned CRF) a narrow spatial kernel is computed exactly, as a separable filter (no lattice);
+//   - exponentials are computed in arithmetic the compiler vectorises.
 // deeplab_core/crf.py calls it through `mean_field`; pydensecrf stays the reference (the CRF's exact mode).
 
 #define PY_SSIZE_T_CLEAN
@@ -376,17 +378,113 @@ std::shared_ptr<const Lattice<2>> spatial_lattice(int height, int width, float x
     return lattice;
 }
 
+// The spatial kernel exp(-|p_i - p_j|^2 / (2 std^2)) of a narrow width (the paper's is 1 pixel) computed exactly on
+// the pixel grid: a Gaussian is separable, so K q is a pass along the rows, then one along the columns, each a few
+// taps long and reading memory in order. The lattice, built for wide kernels, spends more on a 1-pixel kernel than
+// on the exact one and only approximates it. Taps beyond kTruncation standard deviations (weight < 3.4e-4) are left out.
+constexpr float kTruncation = 4.0f;
+constexpr float kMaxSeparableStd = 2.0f;
+
+class SeparableGaussian {
+  public:
+    SeparableGaussian(int height, int width, float xy_std) : height_(height), width_(width) {
+        const int radius = static_cast<int>(std::ceil(kTruncation * xy_std));
+        for (int d = 0; d <= radius; ++d) taps_.push_back(std::exp(-0.5f * d * d / (xy_std * xy_std)));
+        std::vector<float> ones(static_cast<size_t>(height) * width, 1.f), filtered(ones.size()), scratch;
+        filter(ones.data(), filtered.data(), 1, scratch);
+        norm_.resize(ones.size());
+        for (size_t i = 0; i < ones.size(); ++i) norm_[i] = static_cast<float>(1.0 / std::sqrt(filtered[i] + 1e-20));
+    }
+
+    // energy += weight * N K N q (N: the symmetric normalisation, as on the lattice).
+    void add_message(const float *q, float *energy, int values, float weight, std::vector<float> &scaled,
+                     std::vector<float> &filtered, std::vector<float> &scratch) const {
+        const size_t size = norm_.size() * values;
+        scaled.resize(size);
+        filtered.resize(size);
+        for (size_t i = 0; i < norm_.size(); ++i)
+            for (int c = 0; c < values; ++c) scaled[i * values + c] = q[i * values + c] * norm_[i];
+        filter(scaled.data(), filtered.data(), values, scratch);
+        for (size_t i = 0; i < norm_.size(); ++i)
+            for (int c = 0; c < values; ++c) energy[i * values + c] += weight * (filtered[i * values + c] * norm_[i]);
+    }
+
+  private:
+    int height_, width_;
+    std::vector<float> taps_;  // taps_[d]: the weight at distance d
+    std::vector<float> norm_;
+
+    // out = K in, `values` floats per pixel (pixel-major): a pass along the rows into `scratch`, then along the columns.
+    // The taps are symmetric: both neighbours at distance d are added before their weight is applied.
+    void filter(const float *in, float *out, int values, std::vector<float> &scratch) const {
+        const int radius = static_cast<int>(taps_.size()) - 1;
+        const size_t stride = static_cast<size_t>(width_) * values;  // floats per image row
+        scratch.resize(stride * height_);
+        for (int y = 0; y < height_; ++y) {
+            const float *__restrict source = in + y * stride;
+            float *__restrict target = scratch.data() + y * stride;
+            for (size_t k = 0; k < stride; ++k) target[k] = taps_[0] * source[k];
+            for (int d = 1; d <= radius && d < width_; ++d) {  // the neighbours d pixels to the left and right
+                const size_t shift = static_cast<size_t>(d) * values;
+                const float tap = taps_[d];
+                const size_t right_end = stride - shift;  // below it, k has a neighbour on the right
+                for (size_t k = 0; k < std::min(shift, right_end); ++k) target[k] += tap * source[k + shift];
+                for (size_t k = shift; k < right_end; ++k) target[k] += tap * (source[k - shift] + source[k + shift]);
+                for (size_t k = std::max(shift, right_end); k < stride; ++k) target[k] += tap * source[k - shift];
+            }
+        }
+        for (int y = 0; y < height_; ++y) {
+            float *__restrict target = out + y * stride;
+            const float *centre = scratch.data() + y * stride;
+            for (size_t k = 0; k < stride; ++k) target[k] = taps_[0] * centre[k];
+            for (int d = 1; d <= radius; ++d) {  // the rows d above and below
+                const float tap = taps_[d];
+                const float *above = y - d >= 0 ? centre - d * stride : nullptr;
+                const float *below = y + d < height_ ? centre + d * stride : nullptr;
+                if (above && below) {
+                    for (size_t k = 0; k < stride; ++k) target[k] += tap * (above[k] + below[k]);
+                } else if (above || below) {
+                    const float *row = above ? above : below;
+                    for (size_t k = 0; k < stride; ++k) target[k] += tap * row[k];
+                }
+            }
+        }
+    }
+};
+
+// exp(x) for x <= 0 (energies less their maximum) to about a float ulp, in arithmetic the compiler vectorises where
+// std::exp is a library call per value: x = n ln 2 + r, exp(r) by Cephes' expf polynomial, 2^n written as exponent bits.
+inline float exp_nonpositive(float x) {
+    x = std::max(x, -87.0f);  // exp(-87) is still a normal float
+    const float n = (x * 1.44269504f + 12582912.f) - 12582912.f;  // rounded to the nearest integer (1.5 * 2^23 trick)
+    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;     // ln 2 in two parts: r exact to float precision
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+}
+
 void exp_normalize(const float *energy, float *q, int pixels, int labels) {
     for (int i = 0; i < pixels; ++i) {
         const float *e = energy + static_cast<size_t>(i) * labels;
         float *p = q + static_cast<size_t>(i) * labels;
         float top = e[0];
         for (int c = 1; c < labels; ++c) top = std::max(top, e[c]);
+        for (int c = 0; c < labels; ++c) p[c] = e[c] - top;
+    }
+    const size_t size = static_cast<size_t>(pixels) * labels;
+    for (size_t k = 0; k < size; ++k) q[k] = exp_nonpositive(q[k]);  // one flat loop: vectorised across pixels
+    for (int i = 0; i < pixels; ++i) {
+        float *p = q + static_cast<size_t>(i) * labels;
         float total = 0.f;
-        for (int c = 0; c < labels; ++c) {
-            p[c] = std::exp(e[c] - top);
-            total += p[c];
-        }
+        for (int c = 0; c < labels; ++c) total += p[c];
         for (int c = 0; c < labels; ++c) p[c] /= total;
     }
 }
@@ -394,6 +492,7 @@ void exp_normalize(const float *energy, float *q, int pixels, int labels) {
 struct Settings {
     int height, width, labels, iterations;
     float bilateral_weight, bilateral_xy_std, bilateral_rgb_std, gaussian_weight, gaussian_xy_std;
+    int exact_spatial;  // the spatial kernel exactly (SeparableGaussian) when narrow enough, else on its lattice
 };
 
 // q <- mean-field marginals; unary is -log p, both pixel-major (H*W x labels). False: lattice overflow.
@@ -402,8 +501,12 @@ bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Se
     const int labels = s.labels;
     const size_t size = static_cast<size_t>(pixels) * labels;
 
-    std::shared_ptr<const Lattice<2>> spatial = spatial_lattice(s.height, s.width, s.gaussian_xy_std);
-    if (!spatial) return false;
+    std::unique_ptr<const SeparableGaussian> separable;
+    std::shared_ptr<const Lattice<2>> spatial;
+    if (s.exact_spatial && s.gaussian_xy_std <= kMaxSeparableStd)
+        separable = std::make_unique<const SeparableGaussian>(s.height, s.width, s.gaussian_xy_std);
+    else if (!(spatial = spatial_lattice(s.height, s.width, s.gaussian_xy_std)))
+        return false;
     Lattice<5> bilateral;
     const int width = s.width;
     const bool built = bilateral.build(pixels, [&](int k, float *f) {
@@ -416,14 +519,15 @@ bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Se
     });
     if (!built) return false;
 
-    std::vector<float> energy(size), buffer_a, buffer_b;
+    std::vector<float> energy(size), buffer_a, buffer_b, buffer_c;
     for (size_t i = 0; i < size; ++i) energy[i] = -unary[i];
     exp_normalize(energy.data(), q, pixels, labels);
 
     for (int iteration = 0; iteration < s.iterations; ++iteration) {
         for (size_t i = 0; i < size; ++i) energy[i] = -unary[i];
         // Potts compatibility: each kernel's message -w * (N K N Q) is subtracted from the energy.
-        spatial->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b);
+        if (separable) separable->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b, buffer_c);
+        else spatial->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b);
         bilateral.add_message(q, energy.data(), labels, s.bilateral_weight, buffer_a, buffer_b);
         exp_normalize(energy.data(), q, pixels, labels);
     }
@@ -433,9 +537,9 @@ bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Se
 PyObject *mean_field(PyObject *, PyObject *args) {
     Py_buffer unary, image, out;
     Settings s;
-    if (!PyArg_ParseTuple(args, "y*y*w*iiiifffff", &unary, &image, &out, &s.height, &s.width, &s.labels,
+    if (!PyArg_ParseTuple(args, "y*y*w*iiiifffffp", &unary, &image, &out, &s.height, &s.width, &s.labels,
                           &s.iterations, &s.bilateral_weight, &s.bilateral_xy_std, &s.bilateral_rgb_std,
-                          &s.gaussian_weight, &s.gaussian_xy_std))
+                          &s.gaussian_weight, &s.gaussian_xy_std, &s.exact_spatial))
         return nullptr;
     const Py_ssize_t pixels = static_cast<Py_ssize_t>(s.height) * s.width;
     const char *problem = nullptr;
@@ -470,8 +574,9 @@ PyObject *mean_field(PyObject *, PyObject *args) {
 PyMethodDef methods[] = {
     {"mean_field", mean_field, METH_VARARGS,
      "mean_field(unary, image, out, height, width, labels, iterations, bilateral_weight, bilateral_xy_std, "
-     "bilateral_rgb_std, gaussian_weight, gaussian_xy_std)\n\nDense-CRF marginals into `out` (float32, H*W x labels, "
-     "pixel-major) from `unary` (-log p, same layout) and `image` (uint8 H x W x 3)."},
+     "bilateral_rgb_std, gaussian_weight, gaussian_xy_std, exact_spatial)\n\nDense-CRF marginals into `out` (float32, "
+     "H*W x labels, pixel-major) from `unary` (-log p, same layout) and `image` (uint8 H x W x 3). exact_spatial: the "
+     "spatial kernel computed exactly when gaussian_xy_std <= 2 (else, and when false, on the lattice)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -3,7 +3,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from deeplab_core.crf import PAPER_PARAMS, CRFParams, dense_crf, dense_crf_marginals, select_labels
+from deeplab_core.crf import (
+    PAPER_PARAMS, CRFParams, _native_mean_field, dense_crf, dense_crf_marginals, select_labels,
+)
 from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.synthetic import MODEL_OUTPUT_FAMILIES, make_sample, simulated_case, simulated_logits
 
@@ -179,6 +181,34 @@ def test_native_mean_field_matches_pydensecrf_to_float_rounding(labels, size):
     assert native.shape == reference.shape == (labels, height, width)
     assert np.abs(native - reference).max() < 1e-4
     assert np.mean(native_labels == reference_labels) >= 0.999
+
+
+@pytest.mark.parametrize("size", [(37, 53), (3, 40), (512, 2)])
+def test_pruned_mode_computes_the_narrow_spatial_kernel_exactly(size):
+    """The pruned CRF's spatial kernel (theta_gamma <= 2) is the Gaussian itself, filtered separably on the pixel
+    grid, not its lattice approximation: with the bilateral kernel off it is plain mean field, written out here."""
+    rng = np.random.default_rng(size[0])
+    height, width = size
+    probs = rng.dirichlet(np.ones(3), (height, width)).transpose(2, 0, 1).astype(np.float32)
+    params = CRFParams(method="pruned", bilateral_weight=0.0, gaussian_weight=3.0, gaussian_xy_std=1.0)
+    marginals = _native_mean_field(np.zeros((height, width, 3), np.uint8), probs, params).transpose(2, 0, 1)
+
+    def gaussian_matrix(n):  # the 1-D kernel between n positions, taps to 4 standard deviations
+        distance = np.subtract.outer(np.arange(n), np.arange(n))
+        return np.exp(-0.5 * distance ** 2) * (np.abs(distance) <= 4)
+
+    rows, columns = gaussian_matrix(height), gaussian_matrix(width)
+
+    def kernel(values):  # K applied to C x H x W values
+        return np.einsum("ab,cbd,de->cae", rows, values, columns)
+
+    norm = 1 / np.sqrt(kernel(np.ones((1, height, width)))[0])
+    unary = -np.log(np.clip(probs, 1e-5, 1))
+    q = np.exp(-unary) / np.exp(-unary).sum(0)
+    for _ in range(params.iterations):
+        energy = -unary + params.gaussian_weight * norm * kernel(norm * q)
+        q = np.exp(energy - energy.max(0)) / np.exp(energy - energy.max(0)).sum(0)
+    assert np.abs(marginals - q).max() < 1e-5
 
 
 def test_native_mean_field_rejects_images_its_lattice_cannot_index():
