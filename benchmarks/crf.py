@@ -5,7 +5,8 @@
 For each family of model outputs (``deeplab_core.synthetic.MODEL_OUTPUT_FAMILIES``: confident, low temperature,
 i.i.d. logit noise, uncertain, many classes; plus a real model's logits with ``--checkpoint``) prints: classes
 present, labels the pruning keeps, seconds/image of the exact CRF (pydensecrf over every label) and of ours
-(pruned), the speed-up, pixel agreement and mIoU delta against the exact CRF. Then the pipelines' CRF stage on a
+(pruned), the speed-up, pixel agreement and mIoU delta against the exact CRF; where the pruned CRF's time goes. Then
+the pipelines' CRF stage on a
 local Ray with 1, 2, 4 ... CPUs up to this machine's: start-up (submission to first image) and steady-state
 images/s, and the scaling efficiency against N x the 1-CPU rate.
 """
@@ -19,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from deeplab_core.crf import CRFParams, refine_low_res, select_labels
+from deeplab_core.crf import CRFParams, dense_crf_marginals, refine_low_res, select_labels
 from deeplab_core.inference import as_tensor, upsample_logits
 from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.synthetic import MODEL_OUTPUT_FAMILIES, make_sample, simulated_case
@@ -71,6 +72,24 @@ def compare(name: str, cases: list[tuple], classes: int) -> None:
     delta = miou(pruned, cases, classes) - miou(exact, cases, classes)
     print(f"| {name:<14} | {min(present)}-{max(present)} | {min(kept)}-{max(kept)} | {exact_seconds:.3f} | "
           f"{seconds:.3f} | {exact_seconds / seconds:.2f}x | {agreement * 100:.3f}% | {delta:+.5f} |", flush=True)
+
+
+def cost_breakdown(name: str, cases: list[tuple]) -> None:
+    """Where one pruned CRF's time goes (dense_crf_marginals' phases), per image over ``cases``."""
+    phases: dict[str, float] = {}
+    for image, _, low, stride in cases:
+        started = time.perf_counter()
+        logits = upsample_logits(as_tensor(low, np.float32), image.shape[:2], stride).numpy()
+        phases["upsample logits"] = phases.get("upsample logits", 0.0) + time.perf_counter() - started
+        dense_crf_marginals(image, logits, CRFParams(), is_logits=True, phases=phases)
+    total = sum(phases.values())
+    kept = [labels_kept(case) for case in cases]
+    print(f"\nWhere the time goes: pruned CRF, '{name}' outputs, {min(kept)}-{max(kept)} labels kept, "
+          f"{total / len(cases) * 1000:.0f} ms/image")
+    print("| phase | ms/image | share |")
+    print("|---|---|---|")
+    for phase, seconds in phases.items():
+        print(f"| {phase} | {seconds / len(cases) * 1000:.1f} | {seconds / total * 100:.0f}% |")
 
 
 def crf_stage_scaling(cases: list[tuple], cpus: int, per_cpu: int) -> tuple[float, float]:
@@ -134,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         model, _ = load_model(args.checkpoint)
         compare("trained model", make_cases("", args.images, args.size, model.num_classes, args.seed, model),
                 model.num_classes)
+    cases = make_cases("uncertain", 4, args.size, args.classes, args.seed)
+    cost_breakdown("uncertain", cases)
     if args.no_ray:
         return 0
-    cases = make_cases("uncertain", 4, args.size, args.classes, args.seed)
     cpus = os.cpu_count() or 1
     counts = (sorted({int(count) for count in args.cpu_counts.split(",")}) if args.cpu_counts
               else sorted({1, *[2 ** k for k in range(1, 8) if 2 ** k <= cpus], cpus}))

@@ -15,6 +15,7 @@
 #include <Python.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -496,11 +497,32 @@ struct Settings {
 };
 
 // q <- mean-field marginals; unary is -log p, both pixel-major (H*W x labels). False: lattice overflow.
-bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Settings &s) {
+// Seconds spent in each phase of one call, for benchmarks/crf.py.
+struct Phases {
+    double kernels = 0, spatial = 0, bilateral = 0, normalise = 0;
+};
+
+class Stopwatch {
+  public:
+    // Seconds since the last lap (or since made).
+    double lap() {
+        const auto now = std::chrono::steady_clock::now();
+        const double seconds = std::chrono::duration<double>(now - last_).count();
+        last_ = now;
+        return seconds;
+    }
+
+  private:
+    std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
+// q <- mean-field marginals; unary is -log p, both pixel-major (H*W x labels). False: lattice overflow.
+bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Settings &s, Phases &phases) {
     const int pixels = s.height * s.width;
     const int labels = s.labels;
     const size_t size = static_cast<size_t>(pixels) * labels;
 
+    Stopwatch stopwatch;
     std::unique_ptr<const SeparableGaussian> separable;
     std::shared_ptr<const Lattice<2>> spatial;
     if (s.exact_spatial && s.gaussian_xy_std <= kMaxSeparableStd)
@@ -518,18 +540,23 @@ bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Se
         f[4] = rgb[2] / s.bilateral_rgb_std;
     });
     if (!built) return false;
+    phases.kernels += stopwatch.lap();
 
     std::vector<float> energy(size), buffer_a, buffer_b, buffer_c;
     for (size_t i = 0; i < size; ++i) energy[i] = -unary[i];
     exp_normalize(energy.data(), q, pixels, labels);
+    phases.normalise += stopwatch.lap();
 
     for (int iteration = 0; iteration < s.iterations; ++iteration) {
         for (size_t i = 0; i < size; ++i) energy[i] = -unary[i];
         // Potts compatibility: each kernel's message -w * (N K N Q) is subtracted from the energy.
         if (separable) separable->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b, buffer_c);
         else spatial->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b);
+        phases.spatial += stopwatch.lap();
         bilateral.add_message(q, energy.data(), labels, s.bilateral_weight, buffer_a, buffer_b);
+        phases.bilateral += stopwatch.lap();
         exp_normalize(energy.data(), q, pixels, labels);
+        phases.normalise += stopwatch.lap();
     }
     return true;
 }
@@ -543,6 +570,7 @@ PyObject *mean_field(PyObject *, PyObject *args) {
         return nullptr;
     const Py_ssize_t pixels = static_cast<Py_ssize_t>(s.height) * s.width;
     const char *problem = nullptr;
+    Phases phases;
     if (s.height < 1 || s.width < 1 || s.labels < 1 || s.iterations < 0)
         problem = "height, width and labels must be >= 1, iterations >= 0";
     else if (pixels > (1 << 27)) problem = "image too large for the CRF (more than 2**27 pixels): downscale it first";
@@ -555,7 +583,7 @@ PyObject *mean_field(PyObject *, PyObject *args) {
         bool done;
         Py_BEGIN_ALLOW_THREADS
         done = run_mean_field(static_cast<const float *>(unary.buf), static_cast<const uint8_t *>(image.buf),
-                              static_cast<float *>(out.buf), s);
+                              static_cast<float *>(out.buf), s, phases);
         Py_END_ALLOW_THREADS
         if (!done)
             problem = "image too large for these kernel widths: lattice coordinates overflow 16 bits "
@@ -568,7 +596,8 @@ PyObject *mean_field(PyObject *, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, problem);
         return nullptr;
     }
-    Py_RETURN_NONE;
+    return Py_BuildValue("{s:d,s:d,s:d,s:d}", "kernels", phases.kernels, "spatial messages", phases.spatial,
+                         "bilateral messages", phases.bilateral, "normalisation", phases.normalise);
 }
 
 PyMethodDef methods[] = {
@@ -576,7 +605,8 @@ PyMethodDef methods[] = {
      "mean_field(unary, image, out, height, width, labels, iterations, bilateral_weight, bilateral_xy_std, "
      "bilateral_rgb_std, gaussian_weight, gaussian_xy_std, exact_spatial)\n\nDense-CRF marginals into `out` (float32, "
      "H*W x labels, pixel-major) from `unary` (-log p, same layout) and `image` (uint8 H x W x 3). exact_spatial: the "
-     "spatial kernel computed exactly when gaussian_xy_std <= 2 (else, and when false, on the lattice)."},
+     "spatial kernel computed exactly when gaussian_xy_std <= 2 (else, and when false, on the lattice). Returns the "
+     "seconds spent in each phase (a dict)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

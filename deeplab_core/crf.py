@@ -10,6 +10,7 @@ label pruning). ``benchmarks/crf.py`` measures both against each other.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,13 +79,20 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams = PAPER_PA
 
 
 def dense_crf_marginals(image: np.ndarray, probs: np.ndarray, params: CRFParams = PAPER_PARAMS, *,
-                        is_logits: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``dense_crf``'s labels and the refined C x H x W float32 marginals (0 for pruned labels)."""
+                        is_logits: bool = False, phases: dict[str, float] | None = None,
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """``dense_crf``'s labels and the refined C x H x W float32 marginals (0 for pruned labels).
+
+    ``phases``: when given, the seconds spent in each step are added to it (``benchmarks/crf.py`` reports them).
+    """
     _check_inputs(image, probs)
+    clock = _PhaseClock(phases)
     height, width = image.shape[:2]
     full = _full_size_probabilities(probs, (height, width), is_logits)
+    clock.lap("probabilities at full size")
     if params.method == "exact":
         marginals = _pydensecrf_mean_field(image, _unary(full), params)
+        clock.lap("pydensecrf")
         return marginals.argmax(0), marginals
 
     kept = select_labels(full, params.prune_ratio, params.prune_min_pixels) if params.method == "pruned" else None
@@ -93,13 +101,36 @@ def dense_crf_marginals(image: np.ndarray, probs: np.ndarray, params: CRFParams 
         # left on the kept ones (a very confident model underflows to 0), and gets equal unaries instead of 0 / 0.
         full = np.maximum(full[kept], _MIN_PROBABILITY)
         full /= full.sum(0, keepdims=True)
-    pixel_marginals = _native_mean_field(image, full, params)  # H x W x kept labels
+    clock.lap("label selection")
+    pixel_marginals, native_phases = _native_mean_field(image, full, params)  # H x W x kept labels
+    clock.lap("unary", native_phases)  # its time outside the extension's phases: computing -log p
     labels = pixel_marginals.argmax(-1)
     if kept is not None:
         labels = kept[labels]
     marginals = np.zeros((probs.shape[0], height, width), dtype=np.float32)
     marginals[kept if kept is not None else slice(None)] = pixel_marginals.transpose(2, 0, 1)
+    clock.lap("labels and marginals")
     return labels, marginals
+
+
+class _PhaseClock:
+    """Adds the seconds since its previous lap to ``phases[name]`` (nothing when ``phases`` is None)."""
+
+    def __init__(self, phases: dict[str, float] | None) -> None:
+        self.phases, self.last = phases, time.perf_counter()
+
+    def lap(self, name: str, parts: dict[str, float] | None = None) -> None:
+        """``parts``: seconds already measured inside the step, reported under their own names; the rest of the
+        step's time is ``name``'s."""
+        if self.phases is None:
+            return
+        now = time.perf_counter()
+        rest = now - self.last
+        for part, seconds in (parts or {}).items():
+            self.phases[part] = self.phases.get(part, 0.0) + seconds
+            rest -= seconds
+        self.phases[name] = self.phases.get(name, 0.0) + rest
+        self.last = now
 
 
 def select_labels(probs: np.ndarray, ratio: float = PRUNE_RATIO,
@@ -171,8 +202,10 @@ def _pydensecrf_mean_field(image: np.ndarray, unary: np.ndarray, settings: CRFPa
     return marginals.reshape(classes, height, width)
 
 
-def _native_mean_field(image: np.ndarray, probs: np.ndarray, settings: CRFParams) -> np.ndarray:
-    """Marginals, float32 H x W x C, from C x H x W probabilities, with ``deeplab_core._meanfield``."""
+def _native_mean_field(image: np.ndarray, probs: np.ndarray,
+                       settings: CRFParams) -> tuple[np.ndarray, dict[str, float]]:
+    """Marginals, float32 H x W x C, from C x H x W probabilities, with ``deeplab_core._meanfield``; and the
+    seconds it spent in each phase."""
     mean_field = load_meanfield().mean_field
     classes, height, width = probs.shape
     # The extension works pixel-major (a pixel's labels adjacent): write the unary straight into that layout.
@@ -181,10 +214,10 @@ def _native_mean_field(image: np.ndarray, probs: np.ndarray, settings: CRFParams
     np.log(unary, out=unary)
     np.negative(unary, out=unary)
     marginals = np.empty_like(unary)
-    mean_field(unary, np.ascontiguousarray(image), marginals, height, width, classes, settings.iterations,
-               settings.bilateral_weight, settings.bilateral_xy_std, settings.bilateral_rgb_std,
-               settings.gaussian_weight, settings.gaussian_xy_std, settings.method == "pruned")
-    return marginals
+    phases = mean_field(unary, np.ascontiguousarray(image), marginals, height, width, classes, settings.iterations,
+                        settings.bilateral_weight, settings.bilateral_xy_std, settings.bilateral_rgb_std,
+                        settings.gaussian_weight, settings.gaussian_xy_std, settings.method == "pruned")
+    return marginals, phases
 
 
 def _writable(image: np.ndarray) -> np.ndarray:

@@ -191,7 +191,7 @@ def test_pruned_mode_computes_the_narrow_spatial_kernel_exactly(size):
     height, width = size
     probs = rng.dirichlet(np.ones(3), (height, width)).transpose(2, 0, 1).astype(np.float32)
     params = CRFParams(method="pruned", bilateral_weight=0.0, gaussian_weight=3.0, gaussian_xy_std=1.0)
-    marginals = _native_mean_field(np.zeros((height, width, 3), np.uint8), probs, params).transpose(2, 0, 1)
+    marginals = _native_mean_field(np.zeros((height, width, 3), np.uint8), probs, params)[0].transpose(2, 0, 1)
 
     def gaussian_matrix(n):  # the 1-D kernel between n positions, taps to 4 standard deviations
         distance = np.subtract.outer(np.arange(n), np.arange(n))
@@ -235,3 +235,20 @@ def test_a_source_copy_without_build_outputs_loads_the_installed_extension(tmp_p
     module_file, extension_file, shape = result.stdout.split(" ", 2)
     assert module_file.startswith(str(tmp_path)) and not extension_file.startswith(str(tmp_path))
     assert shape.strip() == "(8, 8)"
+
+
+@pytest.mark.parametrize("method", ["pruned", "exact"])
+def test_phases_account_for_the_time_of_a_call(method):
+    import time
+
+    image, _, logits = simulated_case(np.random.default_rng(3), "uncertain", size=96)
+    phases: dict[str, float] = {}
+    started = time.perf_counter()
+    labels, _ = dense_crf_marginals(image, logits, CRFParams(method=method), is_logits=True, phases=phases)
+    elapsed = time.perf_counter() - started
+    expected = ({"pydensecrf"} if method == "exact" else
+                {"label selection", "unary", "kernels", "spatial messages", "bilateral messages", "normalisation"})
+    assert expected <= set(phases) and all(seconds >= 0 for seconds in phases.values())
+    assert 0.9 * elapsed <= sum(phases.values()) <= elapsed
+    # Timing changes nothing.
+    assert (labels == dense_crf_marginals(image, logits, CRFParams(method=method), is_logits=True)[0]).all()
