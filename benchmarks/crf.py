@@ -1,21 +1,28 @@
 """Dense-CRF speed and fidelity over families of model outputs, and the CRF stage's scaling, measured side by side.
 
     ../shared/bin/loopback python -m benchmarks.crf [--images 4] [--size 512] [--checkpoint URI] [--no-ray]
+        [--cpu-counts 1,8,16] [--nodes 1,2]
 
 For each family of model outputs (``deeplab_core.synthetic.MODEL_OUTPUT_FAMILIES``: confident, low temperature,
 i.i.d. logit noise, uncertain, many classes; plus a real model's logits with ``--checkpoint``) prints: classes
 present, labels the pruning keeps, seconds/image of the exact CRF (pydensecrf over every label) and of ours
 (pruned), the speed-up, pixel agreement and mIoU delta against the exact CRF; where the pruned CRF's time goes. Then
-the pipelines' CRF stage on a
-local Ray with 1, 2, 4 ... CPUs up to this machine's: start-up (submission to first image) and steady-state
+the pipelines' CRF stage on a local Ray with 1, 2, 4 ... CPUs up to this machine's, on one Ray node or (``--nodes
+1,2``) also split over several Ray nodes of this machine: start-up (submission to first image) and steady-state
 images/s, and the scaling efficiency against N x the 1-CPU rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import os
+import secrets
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +33,8 @@ from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.synthetic import MODEL_OUTPUT_FAMILIES, make_sample, simulated_case
 
 STRIDE = 8
+# The node-manager ports of the extra Ray nodes of a multi-node measurement (the head's is Ray's default).
+WORKER_NODE_PORT = 6391
 
 
 def make_cases(family: str, count: int, size: int, classes: int, seed: int, model=None) -> list[tuple]:
@@ -92,10 +101,53 @@ def cost_breakdown(name: str, cases: list[tuple]) -> None:
         print(f"| {phase} | {seconds / len(cases) * 1000:.1f} | {seconds / total * 100:.0f}% |")
 
 
-def crf_stage_scaling(cases: list[tuple], cpus: int, per_cpu: int) -> tuple[float, float]:
-    """(start-up seconds, steady-state images/s) of the pipelines' CRF stage on a local Ray with ``cpus`` CPUs,
-    over ``per_cpu`` images per CPU (one image per block, as the segmentation pipeline feeds it)."""
+def use_token_authentication() -> None:
+    """Token authentication for this process's Ray clients, as ``cluster.local``'s head requires. Ray reads it once,
+    when first imported: call this before."""
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    os.environ["RAY_AUTH_MODE"] = "token"
+
+
+@contextlib.contextmanager
+def local_ray(cpus: int, nodes: int) -> Iterator[None]:
+    """Ray with ``cpus`` CPUs: in this process for one node; else a head and ``nodes - 1`` worker nodes on this
+    machine (``cluster.local``, token authentication), the CPUs split between them, so that rows and results cross
+    nodes through Ray's object transfer as on a real cluster."""
     import ray
+
+    if nodes == 1:
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+        return
+    from cluster import local
+
+    with tempfile.TemporaryDirectory(prefix="crf-bench-") as state_dir:
+        state = Path(state_dir)
+        # The head takes the token this process's Ray was imported with (see use_token_authentication).
+        settings = dataclasses.replace(local.load_settings(state), auth_token=os.environ["RAY_AUTH_TOKEN"])
+        shares = [cpus // nodes + (1 if node < cpus % nodes else 0) for node in range(nodes)]
+        try:
+            local.start_ray_head(state, settings, num_cpus=shares[0])
+            for node, share in enumerate(shares[1:]):
+                local.start_ray_worker(state, settings, num_cpus=share, node_manager_port=WORKER_NODE_PORT + node)
+            ray.init(address=f"{local.HOST}:{local.GCS_PORT}", log_to_driver=False)
+            deadline = time.monotonic() + 60
+            while len([node for node in ray.nodes() if node["Alive"]]) < nodes:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {len(ray.nodes())} of {nodes} Ray nodes joined within 60 s")
+                time.sleep(0.5)
+            yield
+        finally:
+            ray.shutdown()
+            local.stop_ray(state)
+
+
+def crf_stage_scaling(cases: list[tuple], cpus: int, per_cpu: int, nodes: int = 1) -> tuple[float, float]:
+    """(start-up seconds, steady-state images/s) of the pipelines' CRF stage on a local Ray with ``cpus`` CPUs on
+    ``nodes`` nodes, over ``per_cpu`` images per CPU (one image per block, as the segmentation pipeline feeds it)."""
     import ray.data
 
     from pipelines.common.runtime import configure_ray_data
@@ -111,15 +163,12 @@ def crf_stage_scaling(cases: list[tuple], cpus: int, per_cpu: int) -> tuple[floa
         return {"uri": [f"case{int(index)}" for index in batch["index"]], "error": [""] * len(chosen),
                 "image": [image for image, _ in chosen], "logits": [low for _, low in chosen]}
 
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    configure_ray_data()
-    try:
+    with local_ray(cpus, nodes):
+        configure_ray_data()
         dataset = ray.data.from_items([{"index": i} for i in range(count)], override_num_blocks=count).map_batches(
             attach_case, batch_size=1, num_cpus=1).map_batches(Refiner(cases[0][3]), batch_size=1, num_cpus=1)
         started = time.perf_counter()
         arrivals = [time.perf_counter() for batch in dataset.iter_batches(batch_size=None) for _ in batch["uri"]]
-    finally:
-        ray.shutdown()
     first = arrivals[0]
     # The first image per CPU carries the worker's cold start (imports, extension, lattice): steady state after it.
     warm = arrivals[cpus:] if len(arrivals) > cpus + 1 else arrivals
@@ -139,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-cpu", type=int, default=30, help="images per CPU in the scaling measurement")
     parser.add_argument("--cpu-counts", help="comma-separated CPU counts to measure (default: 1, 2, 4 ... up to "
                                               "this machine's CPUs)")
+    parser.add_argument("--nodes", default="1", help="comma-separated Ray node counts to measure each CPU count "
+                                                     "on (e.g. 1,2: also split over two Ray nodes of this machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one core per CRF, as a CRF task has
 
@@ -157,17 +208,21 @@ def main(argv: list[str] | None = None) -> int:
     cost_breakdown("uncertain", cases)
     if args.no_ray:
         return 0
+    node_counts = sorted({int(count) for count in args.nodes.split(",")})
+    if max(node_counts) > 1:
+        use_token_authentication()
     cpus = os.cpu_count() or 1
     counts = (sorted({int(count) for count in args.cpu_counts.split(",")}) if args.cpu_counts
               else sorted({1, *[2 ** k for k in range(1, 8) if 2 ** k <= cpus], cpus}))
     print("\nCRF stage on a local Ray (pruned, 'uncertain' outputs):")
-    print("| CPUs | start-up s | steady images/s | efficiency vs N x 1 CPU |")
-    print("|---|---|---|---|")
+    print("| CPUs | Ray nodes | start-up s | steady images/s | efficiency vs N x 1 CPU |")
+    print("|---|---|---|---|---|")
     single = None
     for cpus in counts:
-        startup, rate = crf_stage_scaling(cases, cpus, args.per_cpu)
-        single = single or rate
-        print(f"| {cpus} | {startup:.1f} | {rate:.2f} | {rate / (cpus * single):.2f} |", flush=True)
+        for nodes in [count for count in node_counts if count <= cpus]:
+            startup, rate = crf_stage_scaling(cases, cpus, args.per_cpu, nodes)
+            single = single or rate
+            print(f"| {cpus} | {nodes} | {startup:.1f} | {rate:.2f} | {rate / (cpus * single):.2f} |", flush=True)
     return 0
 
 
