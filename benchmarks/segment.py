@@ -97,7 +97,7 @@ def cold_bare_loop(listing: Path, checkpoint: str, args: argparse.Namespace) -> 
 
 
 def model_alone(runner: ModelRunner, image: np.ndarray, batch_size: int, repeats: int) -> float:
-    batch = runner._normalised_batch([image] * batch_size)
+    batch = runner.normalised_batch([image] * batch_size)
     with torch.inference_mode(), torch.autocast(runner.device.type, dtype=torch.bfloat16,
                                                 enabled=runner.precision == "bf16"):
         runner.model.low_res_logits(batch)  # warm-up in the timed precision
@@ -131,6 +131,8 @@ class PipelineRun:
     steady_images_per_second: float  # while masks were being written: from the first block's to the last
     start_up_seconds: float  # from the command's start to its first mask (Ray, actors, model load, cuDNN tuning)
     model_busy: float  # the model stage's summed seconds over the end-to-end time
+    crf_seconds: float  # the CRF's mean seconds per image inside its tasks (0 without the CRF)
+    crf_cpus: float  # the CPUs left to CRF tasks: the machine's less the model actor's
 
 
 def run_segment(inputs: str, output: str, checkpoint: str, args: argparse.Namespace, crf: bool) -> PipelineRun:
@@ -149,7 +151,9 @@ def run_segment(inputs: str, output: str, checkpoint: str, args: argparse.Namesp
     after_first = written[written > written[0] + 0.05]
     steady = len(after_first) / (after_first[-1] - written[0]) if len(after_first) > 1 else float("nan")
     return PipelineRun(table.num_rows / elapsed, steady, written[0] - started_clock,
-                       sum(table.column("seconds_model").to_pylist()) / elapsed)
+                       sum(table.column("seconds_model").to_pylist()) / elapsed,
+                       float(np.mean(table.column("seconds_crf").to_pylist())),
+                       (os.cpu_count() or 1) - segment.parse_args(argv).cpus_per_actor)
 
 
 def run_evaluate(data: str, split: str, output: str, checkpoint: str, args: argparse.Namespace) -> tuple[float, float]:
@@ -243,6 +247,11 @@ def compare_segment(runner: ModelRunner, model, uris: list[str], checkpoint: str
         print(f"pipelines.segment+CRF  {with_crf.steady_images_per_second:8.2f} images/s steady state "
               f"({min(args.crf_images, len(uris))} images, {os.cpu_count()} CPUs), {with_crf.images_per_second:.2f} "
               f"end to end (start-up {with_crf.start_up_seconds:.1f} s)")
+        # What the CRF costs on these very outputs (an untrained model's are far less confident than a trained
+        # one's), and the rate the CPUs left to CRF tasks allow at that cost.
+        ceiling = with_crf.crf_cpus / with_crf.crf_seconds
+        print(f"  CRF                  {with_crf.crf_seconds:8.3f} s/image in its tasks: {with_crf.crf_cpus:g} CPUs allow "
+              f"{ceiling:.2f} images/s; steady state reached {with_crf.steady_images_per_second / ceiling:.2f} of it")
 
 
 def main(argv: list[str] | None = None) -> int:

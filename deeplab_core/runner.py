@@ -164,7 +164,7 @@ class ModelRunner:
 
     def _forward(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """N x C x h x w logits on the device, rounded to ``TRANSPORT_DTYPE`` (as every consumer sees them)."""
-        batch = self._normalised_batch(images)
+        batch = self.normalised_batch(images)
         autocast = (torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
                     if self.precision in _AUTOCAST_DTYPES else nullcontext())
         self.calls_by_shape[tuple(batch.shape)] += 1
@@ -182,7 +182,9 @@ class ModelRunner:
         the tuning (~1 s per shape for ResNet-101); a bucket's one-off sizes run untuned."""
         return self.on_gpu and self.calls_by_shape[shape] > self.autotune_after
 
-    def _normalised_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+    def normalised_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """The model's input: uint8 H x W x 3 images as one normalised N x 3 x H' x W' batch on the device, each
+        padded (with the mean colour) to the largest image's size rounded up to the output stride."""
         if not images:
             raise ValueError("ModelRunner needs at least one image")
         for image in images:

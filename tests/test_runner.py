@@ -23,14 +23,14 @@ def _images(*sizes, seed=0):
 def test_uint8_batch_is_normalised_and_zero_padded_like_each_image_alone(model):
     runner = ModelRunner(model, "cpu")
     a, b = _images((20, 30), (35, 10))
-    batch = runner._normalised_batch([a, b])
+    batch = runner.normalised_batch([a, b])
     assert batch.shape == (2, 3, 48, 32)
     assert torch.equal(batch[0, :, :20, :30], normalize(a))
     assert torch.equal(batch[1, :, :35, :10], normalize(b))
     assert batch[0, :, 20:].abs().sum() == 0 and batch[0, :, :, 30:].abs().sum() == 0
     assert batch[1, :, :, 10:].abs().sum() == 0
     with pytest.raises(ValueError, match="uint8"):
-        runner._normalised_batch([a.astype(np.float32)])
+        runner.normalised_batch([a.astype(np.float32)])
 
 
 def test_batched_logits_equal_each_image_alone(model):
