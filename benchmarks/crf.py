@@ -130,7 +130,7 @@ def local_ray(cpus: int, nodes: int) -> Iterator[None]:
         settings = dataclasses.replace(local.load_settings(state), auth_token=os.environ["RAY_AUTH_TOKEN"])
         shares = [cpus // nodes + (1 if node < cpus % nodes else 0) for node in range(nodes)]
         try:
-            local.start_ray_head(state, settings, num_cpus=shares[0])
+            local.start_ray_head(state, settings, num_cpus=shares[0], job_api=False)
             for node, share in enumerate(shares[1:]):
                 local.start_ray_worker(state, settings, num_cpus=share, node_manager_port=WORKER_NODE_PORT + node)
             ray.init(address=f"{local.HOST}:{local.GCS_PORT}", log_to_driver=False)
@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", help="also measure a real model's logits on synthetic scenes")
     parser.add_argument("--no-ray", action="store_true", help="skip the CRF-stage scaling measurement")
     parser.add_argument("--per-cpu", type=int, default=30, help="images per CPU in the scaling measurement")
-    parser.add_argument("--cpu-counts", help="comma-separated CPU counts to measure (default: 1, 2, 4 ... up to "
-                                              "this machine's CPUs)")
+    parser.add_argument("--cpu-counts", help="comma-separated CPU counts to measure besides 1, the baseline "
+                                              "(default: 2, 4 ... up to this machine's CPUs)")
     parser.add_argument("--nodes", default="1", help="comma-separated Ray node counts to measure each CPU count "
                                                      "on (e.g. 1,2: also split over two Ray nodes of this machine)")
     args = parser.parse_args(argv)
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if max(node_counts) > 1:
         use_token_authentication()
     cpus = os.cpu_count() or 1
-    counts = (sorted({int(count) for count in args.cpu_counts.split(",")}) if args.cpu_counts
+    counts = (sorted({1, *[int(count) for count in args.cpu_counts.split(",")]}) if args.cpu_counts
               else sorted({1, *[2 ** k for k in range(1, 8) if 2 ** k <= cpus], cpus}))
     print("\nCRF stage on a local Ray (pruned, 'uncertain' outputs):")
     print("| CPUs | Ray nodes | start-up s | steady images/s | efficiency vs N x 1 CPU |")

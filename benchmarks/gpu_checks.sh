@@ -10,14 +10,14 @@ mkdir -p "$out"
 device=${DEVICE:-cuda}
 images=${IMAGES:-2048}
 distinct=${DISTINCT:-256}
-crf_images=${CRF_IMAGES:-256}
+crf_images=${CRF_IMAGES:-512}
 size=${SIZE:-512}
 backbone=${BACKBONE:-resnet101}
 iterations=${ITERATIONS:-60}
 eval_images=${EVAL_IMAGES:-512}
-# All four take ~10 minutes on an H100 machine: within one 600 s device call, run CHECKS="segment cold-start" and
-# CHECKS="train crf-scaling" apart.
-checks=${CHECKS:-segment cold-start train crf-scaling}
+# All of them take ~12 minutes on an H100 machine: within one 600 s device call, run a subset, e.g.
+# CHECKS="segment cold-start", CHECKS="train crf-scaling segment-crf".
+checks=${CHECKS:-segment cold-start train crf-scaling segment-crf}
 cpus=$(nproc)
 export PYTHONUNBUFFERED=1
 (nvidia-smi || true) >"$out/device.log" 2>&1
@@ -31,10 +31,12 @@ run() {  # run NAME SECONDS COMMAND...
   grep -v -e 'INFO' -e 'WARNING' -e 'core_worker' -e 'network_util' -e '^\s*$' "$out/$name.log" | tail -n 14 \
     >>"$out/summary.log"
 }
-run segment 260 python -m benchmarks.segment --device "$device" --precision auto --images "$images" \
-  --distinct "$distinct" --crf-images "$crf_images" --eval-images "$eval_images" --size "$size" \
+run segment 230 python -m benchmarks.segment --device "$device" --precision auto --images "$images" \
+  --distinct "$distinct" --eval-images "$eval_images" --size "$size" --backbone "$backbone" --output-stride 8
+run segment-crf 200 python -m benchmarks.segment --device "$device" --precision auto --images "$crf_images" \
+  --distinct 64 --crf-images "$crf_images" --no-segment --no-evaluate --size "$size" \
   --backbone "$backbone" --output-stride 8
 run cold-start 140 python -m benchmarks.cold_start --device "$device" --size "$size" --backbone "$backbone"
 run train 110 python -m benchmarks.train --device "$device" --amp --iterations "$iterations" --backbone "$backbone"
-run crf-scaling 130 python -m benchmarks.crf --families "" --size "$size" --per-cpu 30 \
-  --cpu-counts "1,$((cpus / 2)),$cpus"
+run crf-scaling 260 python -m benchmarks.crf --families "" --size "$size" --per-cpu 30 \
+  --cpu-counts "1,$((cpus / 2)),$cpus" --nodes 1,2

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.crf import labels_kept
 from deeplab_core.checkpoint import load_model, save_checkpoint
 from deeplab_core.io import decode_image, read_bytes
 from deeplab_core.metrics import ConfusionMatrix
@@ -207,8 +208,8 @@ def compare_evaluate(runner: ModelRunner, data: str, checkpoint: str, classes: i
 
 def compare_segment(runner: ModelRunner, model, uris: list[str], checkpoint: str, work: Path,
                     args: argparse.Namespace) -> None:
-    """The model alone, ``ModelRunner`` alone, the bare loop warm and cold, and ``pipelines.segment`` (and with the
-    CRF on ``--crf-images``), on ``uris``."""
+    """The model alone, ``ModelRunner`` alone, the bare loop warm and cold, and ``pipelines.segment --no-crf``, on
+    ``uris``."""
     repeats = max(2, 256 // args.batch_size if args.device == "cuda" else 16 // args.batch_size)
     sample = [decode_image(read_bytes(uri)) for uri in uris[:16]]
     alone = model_alone(runner, sample[0], args.batch_size, repeats)
@@ -240,18 +241,29 @@ def compare_segment(runner: ModelRunner, model, uris: list[str], checkpoint: str
     print(f"  end to end           {end_to_end:8.2f} images/s: ratio {end_to_end / cold:.2f} of the cold bare loop; "
           f"start-up {ray_start:.1f} s Ray + {run.start_up_seconds:.1f} s to the first mask; model stage busy "
           f"{run.model_busy * 100:.0f}%")
-    if args.crf_images:
-        crf_listing = work / "crf-inputs.txt"
-        crf_listing.write_text("\n".join(uris[: args.crf_images]) + "\n")
-        with_crf = run_segment(str(crf_listing), str(work / "out-crf"), checkpoint, args, crf=True)
-        print(f"pipelines.segment+CRF  {with_crf.steady_images_per_second:8.2f} images/s steady state "
-              f"({min(args.crf_images, len(uris))} images, {os.cpu_count()} CPUs), {with_crf.images_per_second:.2f} "
-              f"end to end (start-up {with_crf.start_up_seconds:.1f} s)")
-        # What the CRF costs on these very outputs (an untrained model's are far less confident than a trained
-        # one's), and the rate the CPUs left to CRF tasks allow at that cost.
-        ceiling = with_crf.crf_cpus / with_crf.crf_seconds
-        print(f"  CRF                  {with_crf.crf_seconds:8.3f} s/image in its tasks: {with_crf.crf_cpus:g} CPUs allow "
-              f"{ceiling:.2f} images/s; steady state reached {with_crf.steady_images_per_second / ceiling:.2f} of it")
+
+
+def segment_with_crf(runner: ModelRunner, uris: list[str], checkpoint: str, work: Path,
+                     args: argparse.Namespace) -> None:
+    """``pipelines.segment`` with the CRF on the first ``--crf-images`` of ``uris``, and what limits it."""
+    from pipelines.common.runtime import init_ray
+
+    init_ray()
+    crf_listing = work / "crf-inputs.txt"
+    crf_listing.write_text("\n".join(uris[: args.crf_images]) + "\n")
+    with_crf = run_segment(str(crf_listing), str(work / "out-crf"), checkpoint, args, crf=True)
+    print(f"pipelines.segment+CRF  {with_crf.steady_images_per_second:8.2f} images/s steady state "
+          f"({min(args.crf_images, len(uris))} images, {os.cpu_count()} CPUs), {with_crf.images_per_second:.2f} "
+          f"end to end (start-up {with_crf.start_up_seconds:.1f} s)")
+    # What the CRF costs on these very outputs (an untrained model's are far less confident than a trained
+    # one's), and the rate the CPUs left to CRF tasks allow at that cost.
+    sample = [decode_image(read_bytes(uri)) for uri in uris[:8]]
+    kept = [labels_kept((image, None, low, runner.stride)) for image, low in zip(sample, runner.low_res(sample))]
+    print(f"  labels kept          {min(kept)}-{max(kept)} of {runner.model.num_classes} on {len(sample)} of these "
+          f"images")
+    ceiling = with_crf.crf_cpus / with_crf.crf_seconds
+    print(f"  CRF                  {with_crf.crf_seconds:8.3f} s/image in its tasks: {with_crf.crf_cpus:g} CPUs allow "
+          f"{ceiling:.2f} images/s; steady state reached {with_crf.steady_images_per_second / ceiling:.2f} of it")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crf-images", type=int, default=0,
                         help="also run the pipeline with the CRF on this many of the images")
     parser.add_argument("--no-evaluate", action="store_true")
-    parser.add_argument("--no-segment", action="store_true", help="only the evaluate comparison")
+    parser.add_argument("--no-segment", action="store_true",
+                        help="skip the segmentation comparison without the CRF (model, bare loop, pipeline)")
     parser.add_argument("--eval-images", type=int, default=0,
                         help="N: evaluate scores N and 3N images (copies of the val split; default --distinct)")
     parser.add_argument("--bare-child", help=argparse.SUPPRESS)
@@ -301,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_segment:
         compare_segment(runner, model, uris, checkpoint, work, args)
+    if args.crf_images:
+        segment_with_crf(runner, uris, checkpoint, work, args)
     if not args.no_evaluate:
         compare_evaluate(runner, data, checkpoint, classes, work, args)
     return 0

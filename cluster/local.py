@@ -216,12 +216,13 @@ def ray_head_running(settings: Settings) -> bool:
                        "cluster, or one started with another token); stop it first")
 
 
-def start_ray_head(state: Path, settings: Settings, num_cpus: int | None = None) -> None:
+def start_ray_head(state: Path, settings: Settings, num_cpus: int | None = None, job_api: bool = True) -> None:
     """`ray start --head` on 127.0.0.1 with token authentication; the S3 variables reach every worker. Returns once
-    the head answers a job-submission call."""
+    the head answers a job-submission call; with ``job_api=False`` (no dashboard, so no job submission: for
+    drivers on this machine, and machines without the dashboard's packages) once `ray start` returns."""
     if ray_head_running(settings):
         return
-    for port in (GCS_PORT, DASHBOARD_PORT):
+    for port in (GCS_PORT, DASHBOARD_PORT) if job_api else (GCS_PORT,):
         if _port_in_use(port):
             raise ClusterError(f"port {port} on {HOST} is taken (another Ray cluster?); stop it first")
     temp_dir = ray_temp_dir(state)
@@ -231,12 +232,14 @@ def start_ray_head(state: Path, settings: Settings, num_cpus: int | None = None)
                f"--temp-dir={temp_dir}"]
     if num_cpus is not None:
         command.append(f"--num-cpus={num_cpus}")
+    if not job_api:
+        command.append("--include-dashboard=false")
     env = {**ray_environment(settings), **{k: v for k, v in client_environment(settings).items()
                                            if k.startswith("AWS_")}}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     if result.returncode != 0:
         raise ClusterError(f"`ray start --head` failed:\n{result.stdout}\n{result.stderr}")
-    if not job_api_answers(settings, seconds=60):
+    if job_api and not job_api_answers(settings, seconds=60):
         stop_ray(state)
         raise ClusterError(f"the Ray head started but its job API at http://{HOST}:{DASHBOARD_PORT} did not answer "
                            f"within 60 s; see the logs under {temp_dir}/session_latest/logs")
