@@ -175,6 +175,32 @@ def crf_stage_scaling(cases: list[tuple], cpus: int, per_cpu: int, nodes: int = 
     return first - started, (len(warm) - 1) / (warm[-1] - warm[0])
 
 
+_POOL_CASES: list[tuple] = []
+
+
+def _refine_case(index: int) -> float:
+    image, _, low, stride = _POOL_CASES[index % len(_POOL_CASES)]
+    refine_low_res(image, low, stride)
+    return time.perf_counter()
+
+
+def _start_pool_worker(cases: list[tuple]) -> None:
+    torch.set_num_threads(1)
+    _POOL_CASES[:] = cases
+    _refine_case(0)  # cold start (extension, first allocations) before the clock
+
+
+def process_pool_rate(cases: list[tuple], cpus: int, per_cpu: int) -> float:
+    """Steady-state images/s of ``cpus`` plain processes running the same CRF, without Ray: what this machine's
+    cores and memory allow at that parallelism (cores sharing caches, memory bandwidth and clock boost)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(cpus, _start_pool_worker, (cases,)) as pool:
+        arrivals = sorted(pool.map(_refine_case, range(per_cpu * cpus), chunksize=1))
+    warm = arrivals[cpus:]
+    return (len(warm) - 1) / (warm[-1] - warm[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.crf", description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=4, help="images per family")
@@ -214,15 +240,19 @@ def main(argv: list[str] | None = None) -> int:
     cpus = os.cpu_count() or 1
     counts = (sorted({1, *[int(count) for count in args.cpu_counts.split(",")]}) if args.cpu_counts
               else sorted({1, *[2 ** k for k in range(1, 8) if 2 ** k <= cpus], cpus}))
-    print("\nCRF stage on a local Ray (pruned, 'uncertain' outputs):")
-    print("| CPUs | Ray nodes | start-up s | steady images/s | efficiency vs N x 1 CPU |")
-    print("|---|---|---|---|---|")
+    print("\nCRF stage on a local Ray (pruned, 'uncertain' outputs), against N x the 1-CPU rate and against N plain "
+          "processes running the same CRF without Ray (the machine's own ceiling at that parallelism):")
+    print("| CPUs | Ray nodes | start-up s | steady images/s | vs N x 1 CPU | N processes, no Ray: images/s | "
+          "vs N processes |")
+    print("|---|---|---|---|---|---|---|")
     single = None
     for cpus in counts:
+        without_ray = process_pool_rate(cases, cpus, args.per_cpu)
         for nodes in [count for count in node_counts if count <= cpus]:
             startup, rate = crf_stage_scaling(cases, cpus, args.per_cpu, nodes)
             single = single or rate
-            print(f"| {cpus} | {nodes} | {startup:.1f} | {rate:.2f} | {rate / (cpus * single):.2f} |", flush=True)
+            print(f"| {cpus} | {nodes} | {startup:.1f} | {rate:.2f} | {rate / (cpus * single):.2f} | "
+                  f"{without_ray:.2f} | {rate / without_ray:.2f} |", flush=True)
     return 0
 
 
