@@ -138,7 +138,7 @@ def _this_runs_worker_pids(log: Path) -> set[int]:
 def test_killed_worker_is_restarted_from_the_last_checkpoint(ray_cluster, local_dataset, tmp_path):
     output = tmp_path / "faulty"
     command = [sys.executable, "-m", "pipelines.train", "--data", local_dataset, "--output", str(output),
-               *SMALL_MODEL, "--workers", "2", "--iterations", "30", "--val-every", "5", "--max-failures", "2"]
+               *SMALL_MODEL, "--workers", "2", "--iterations", "12", "--val-every", "3", "--max-failures", "2"]
     log = tmp_path / "train.log"
     with log.open("w") as sink:
         job = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
@@ -155,7 +155,7 @@ def test_killed_worker_is_restarted_from_the_last_checkpoint(ray_cluster, local_
         assert job.wait(timeout=400) == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert "resumed from iteration" in text, text[-3000:]
-    assert load_checkpoint(str(output)).state["iteration"] == 30
+    assert load_checkpoint(str(output)).state["iteration"] == 12
 
 
 def test_ray_job_submit_trains_into_the_bucket(ray_cluster, s3, s3_dataset):
