@@ -101,3 +101,23 @@ def test_s3_options_come_from_the_standard_aws_variables(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     assert s3_options() == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:8333", "region_name": "eu-west-1"},
                             "key": "key", "secret": "secret"}
+
+
+def test_ray_train_storage_on_s3_uses_the_same_settings_as_every_other_s3_access(monkeypatch):
+    from pipelines.common.runtime import pyarrow_storage
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION",
+                 "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")  # without its secret: no explicit keys, as for s3fs
+    path, storage = pyarrow_storage("s3://bucket/runs/one/")
+    settings = storage.__reduce__()[1][0]  # pyarrow's own record of how the filesystem was made
+    assert path == "bucket/runs/one"
+    assert (settings["endpoint_override"], settings["scheme"], settings["region"]) == ("127.0.0.1:8333", "http",
+                                                                                       "eu-west-1")
+    assert not settings["access_key"]
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    settings = pyarrow_storage("s3://bucket/runs/one")[1].__reduce__()[1][0]
+    assert (settings["access_key"], settings["secret_key"]) == ("key", "secret")

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs
 
-from deeplab_core.io import AWS_VARIABLES, filesystem, join_uri, protocol_of, write_bytes
+from deeplab_core.io import AWS_VARIABLES, filesystem, join_uri, protocol_of, s3_options, write_bytes
 
 
 
@@ -62,18 +62,19 @@ def pyarrow_storage(uri: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
     if protocol == "file":
         return os.path.abspath(uri.removeprefix("file://")), None
     if protocol in ("s3", "s3a"):
+        # The same settings as every other S3 access (deeplab_core.io.s3_options), in pyarrow's names.
+        settings = s3_options()
+        client = settings.get("client_kwargs", {})
         options: dict = {}
-        if os.environ.get("AWS_ENDPOINT_URL"):
-            endpoint = urlparse(os.environ["AWS_ENDPOINT_URL"])
+        if "endpoint_url" in client:
+            endpoint = urlparse(client["endpoint_url"])
             options["endpoint_override"] = endpoint.netloc or endpoint.path
             options["scheme"] = endpoint.scheme or "https"
-        if os.environ.get("AWS_ACCESS_KEY_ID"):
-            options["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
-            options["secret_key"] = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
-            options["session_token"] = os.environ.get("AWS_SESSION_TOKEN")
-        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
-        if region:
-            options["region"] = region
+        if "region_name" in client:
+            options["region"] = client["region_name"]
+        if "key" in settings:
+            options.update(access_key=settings["key"], secret_key=settings["secret"],
+                           session_token=settings.get("token"))
         return uri.split("://", 1)[1].rstrip("/"), pyarrow.fs.S3FileSystem(**options)
     fs, path = filesystem(uri)
     return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
