@@ -81,6 +81,7 @@ def test_two_workers_learn_the_task_with_checkpoints_in_s3(trained_run, s3, s3_d
     assert len(first["samples_seen"]) == len(second["samples_seen"]) == TRAINED_ITERATIONS * 4
     assert not set(first["samples_seen"]) & set(second["samples_seen"])
     assert first["parameter_checksum"] == second["parameter_checksum"]
+    assert first["resumed_from"] is None
 
     client = s3_client(s3)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3.bucket, Prefix="runs/learn/train/")["Contents"]]
@@ -101,6 +102,7 @@ def test_resume_continues_at_the_saved_iteration_on_a_local_path(ray_cluster, lo
     # The resumed run took only the 2 missing steps, and its LR continued the poly schedule of a 6-step run.
     first, second = _worker_reports(output)
     assert len(first["samples_seen"]) == 2 * 2 * 4
+    assert first["resumed_from"] == second["resumed_from"] == 4
     assert first["parameter_checksum"] == second["parameter_checksum"]
     assert resumed.state["metrics"]["lr"] == pytest.approx(0.0, abs=1e-12)
     latest = torch.load(sorted((tmp_path / "run" / "train").glob("checkpoint_*/checkpoint.pt"))[-1],
@@ -153,9 +155,9 @@ def test_killed_worker_is_restarted_from_the_last_checkpoint(ray_cluster, local_
         assert victims, "found no live training worker of this run to kill"
         os.kill(max(victims), signal.SIGKILL)
         assert job.wait(timeout=400) == 0, log.read_text()[-3000:]
-    text = log.read_text()
-    assert "resumed from iteration" in text, text[-3000:]
-    assert load_checkpoint(str(output)).state["iteration"] == 12
+    report = json.loads(read_bytes(f"{output}/workers/rank_0.json"))
+    assert report["resumed_from"] is not None and report["resumed_from"] >= 3, log.read_text()[-3000:]
+    assert report["iteration"] == load_checkpoint(str(output)).state["iteration"] == 12
 
 
 def test_ray_job_submit_trains_into_the_bucket(ray_cluster, s3, s3_dataset):

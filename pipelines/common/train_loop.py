@@ -57,6 +57,7 @@ class WorkerState:
     memory_format: torch.memory_format
     iteration: int = 0
     best_miou: float = -1.0
+    resumed_from: int | None = None  # the checkpoint's iteration when this worker continued a run
 
 
 @dataclass
@@ -198,6 +199,7 @@ def restore(worker: WorkerState) -> None:
     worker.scheduler.load_state_dict(state["scheduler_state"])
     worker.scaler.load_state_dict(state["scaler_state"])
     worker.iteration, worker.best_miou = state["iteration"], state.get("best_miou", -1.0)
+    worker.resumed_from = worker.iteration
     if worker.rank == 0:
         worker_log(f"[train] resumed from iteration {worker.iteration} (checkpoint {checkpoint.path})")
 
@@ -274,11 +276,12 @@ def save_and_report(worker: WorkerState, metrics: dict, model_config: dict) -> N
 
 def write_worker_report(output: str, worker: WorkerState, seen: list[int],
                         steady_images_per_second: float | None) -> None:
-    """``<output>/workers/rank_N.json``: the rows this worker saw, its weights' checksum, its steady-state rate."""
+    """``<output>/workers/rank_N.json``: the rows this worker saw, its weights' checksum, its steady-state rate, and
+    the iteration it resumed from (None for a run that did not restart)."""
     checksum = sum(float(p.detach().double().sum()) for p in unwrap(worker.model).parameters())
     report = {"rank": worker.rank, "world_size": worker.world_size, "iteration": worker.iteration,
               "samples_seen": seen, "parameter_checksum": checksum,
-              "steady_images_per_second": steady_images_per_second}
+              "steady_images_per_second": steady_images_per_second, "resumed_from": worker.resumed_from}
     write_bytes(join_uri(output, WORKER_REPORTS, f"rank_{worker.rank}.json"), json.dumps(report).encode())
 
 
