@@ -19,9 +19,11 @@ eval_images=${EVAL_IMAGES:-512}
 # CHECKS="segment cold-start train" and CHECKS="crf-scaling segment-crf" (each within its limits: 480 and 560 s).
 checks=${CHECKS:-segment cold-start train crf-scaling segment-crf}
 cpus=$(nproc)
-if ! command -v ray >/dev/null; then  # the .gpu bundle ships Ray's package without its `ray` command (cluster.local needs it)
-  mkdir -p /tmp/ray-cli && printf '#!/usr/bin/env python3\nimport sys\nfrom ray.scripts.scripts import main\nsys.exit(main())\n' \
-    >/tmp/ray-cli/ray && chmod +x /tmp/ray-cli/ray && export PATH="/tmp/ray-cli:$PATH"
+# The .gpu bundle ships Ray's package without its `ray` command, which cluster.local (crf-scaling's 2 nodes) runs.
+if ! command -v ray >/dev/null; then
+  mkdir -p /tmp/ray-cli
+  printf '#!/usr/bin/env python3\nimport sys\nfrom ray.scripts.scripts import main\nsys.exit(main())\n' >/tmp/ray-cli/ray
+  chmod +x /tmp/ray-cli/ray && export PATH="/tmp/ray-cli:$PATH"
 fi
 export PYTHONUNBUFFERED=1
 (nvidia-smi || true) >"$out/device.log" 2>&1

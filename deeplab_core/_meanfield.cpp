@@ -382,7 +382,8 @@ std::shared_ptr<const Lattice<2>> spatial_lattice(int height, int width, float x
 // The spatial kernel exp(-|p_i - p_j|^2 / (2 std^2)) of a narrow width (the paper's is 1 pixel) computed exactly on
 // the pixel grid: a Gaussian is separable, so K q is a pass along the rows, then one along the columns, each a few
 // taps long and reading memory in order. The lattice, built for wide kernels, spends more on a 1-pixel kernel than
-// on the exact one and only approximates it. Taps beyond kTruncation standard deviations (weight < 3.4e-4) are left out.
+// on the exact one and only approximates it. Taps beyond kTruncation standard deviations (weight < 3.4e-4) are left
+// out.
 constexpr float kTruncation = 4.0f;
 constexpr float kMaxSeparableStd = 2.0f;
 
@@ -415,7 +416,7 @@ class SeparableGaussian {
     std::vector<float> taps_;  // taps_[d]: the weight at distance d
     std::vector<float> norm_;
 
-    // out = K in, `values` floats per pixel (pixel-major): a pass along the rows into `scratch`, then along the columns.
+    // out = K in, `values` floats per pixel (pixel-major): along the rows into `scratch`, then along the columns.
     // The taps are symmetric: both neighbours at distance d are added before their weight is applied.
     void filter(const float *in, float *out, int values, std::vector<float> &scratch) const {
         const int radius = static_cast<int>(taps_.size()) - 1;
@@ -454,7 +455,7 @@ class SeparableGaussian {
 };
 
 // exp(x) for x <= 0 (energies less their maximum) to about a float ulp, in arithmetic the compiler vectorises where
-// std::exp is a library call per value: x = n ln 2 + r, exp(r) by Cephes' expf polynomial, 2^n written as exponent bits.
+// std::exp is a library call per value: x = n ln 2 + r, exp(r) by Cephes' expf polynomial, 2^n as exponent bits.
 inline float exp_nonpositive(float x) {
     x = std::max(x, -87.0f);  // exp(-87) is still a normal float
     const float n = (x * 1.44269504f + 12582912.f) - 12582912.f;  // rounded to the nearest integer (1.5 * 2^23 trick)
@@ -496,7 +497,6 @@ struct Settings {
     int exact_spatial;  // the spatial kernel exactly (SeparableGaussian) when narrow enough, else on its lattice
 };
 
-// q <- mean-field marginals; unary is -log p, both pixel-major (H*W x labels). False: lattice overflow.
 // Seconds spent in each phase of one call, for benchmarks/crf.py.
 struct Phases {
     double kernels = 0, spatial = 0, bilateral = 0, normalise = 0;
@@ -550,8 +550,10 @@ bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Se
     for (int iteration = 0; iteration < s.iterations; ++iteration) {
         for (size_t i = 0; i < size; ++i) energy[i] = -unary[i];
         // Potts compatibility: each kernel's message -w * (N K N Q) is subtracted from the energy.
-        if (separable) separable->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b, buffer_c);
-        else spatial->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b);
+        if (separable)
+            separable->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b, buffer_c);
+        else
+            spatial->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b);
         phases.spatial += stopwatch.lap();
         bilateral.add_message(q, energy.data(), labels, s.bilateral_weight, buffer_a, buffer_b);
         phases.bilateral += stopwatch.lap();
