@@ -5,7 +5,8 @@ iterations, bilateral kernel w=4, theta_alpha=67, theta_beta=3, Gaussian kernel 
 
 Two implementations of the same mean-field inference: pydensecrf (Krähenbühl's code; the exact mode, the
 reference) and ``deeplab_core._meanfield`` (the same arithmetic engineered for few labels; the default, with
-label pruning). ``benchmarks/crf.py`` measures both against each other.
+label pruning and the narrow spatial kernel computed exactly). ``benchmarks/crf.py`` measures both against each
+other.
 """
 
 from __future__ import annotations
