@@ -166,7 +166,8 @@ def crf_stage_scaling(cases: list[tuple], cpus: int, per_cpu: int, nodes: int = 
     with local_ray(cpus, nodes):
         configure_ray_data()
         dataset = ray.data.from_items([{"index": i} for i in range(count)], override_num_blocks=count).map_batches(
-            attach_case, batch_size=1, num_cpus=1).map_batches(Refiner(cases[0][3]), batch_size=1, num_cpus=1)
+            attach_case, batch_size=1, num_cpus=1).map_batches(
+            Refiner(cases[0][3], keep_image=False), batch_size=1, num_cpus=1)  # as `segment` without --overlay
         started = time.perf_counter()
         arrivals = [time.perf_counter() for batch in dataset.iter_batches(batch_size=None) for _ in batch["uri"]]
     first = arrivals[0]
