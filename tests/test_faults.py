@@ -4,6 +4,7 @@ Each run ends in exactly one manifest row per input, every ok row's mask exists,
 finish, a re-run completes it.
 """
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -57,9 +58,10 @@ def _run_until_complete(argv: list[str], attempts: int = 3) -> int:
     raise AssertionError(f"not complete after {attempts} runs")
 
 
-def _second_node_processes() -> list[psutil.Process]:
+def _second_node_processes(port: int = SECOND_NODE_PORT) -> list[psutil.Process]:
+    """The raylet started with node-manager ``port`` and every process under it."""
     raylets = [p for p in psutil.process_iter(["cmdline"])
-               if any(f"--node_manager_port={SECOND_NODE_PORT}" in part for part in p.info["cmdline"] or ())]
+               if any(f"--node_manager_port={port}" in part for part in p.info["cmdline"] or ())]
     return raylets + [child for raylet in raylets for child in raylet.children(recursive=True)]
 
 
@@ -139,10 +141,9 @@ def test_a_training_workers_node_killed_mid_run_resumes_from_its_last_checkpoint
     finally:
         killer.join()
         for port in (SECOND_NODE_PORT, SECOND_NODE_PORT + 1):  # whatever the run left standing
-            for process in psutil.process_iter(["cmdline"]):
-                if any(f"--node_manager_port={port}" in part for part in process.info["cmdline"] or ()):
-                    for child in process.children(recursive=True) + [process]:
-                        child.kill()
+            for process in _second_node_processes(port):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
     assert status == 0
     assert events and events[0] != "killed 0" and events[-1] == "replaced", events
     # The worker's own record (its log line reaches the driver asynchronously, and may come after the run's end).

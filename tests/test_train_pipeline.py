@@ -155,7 +155,7 @@ def test_killed_worker_is_restarted_from_the_last_checkpoint(ray_cluster, local_
         assert victims, "found no live training worker of this run to kill"
         os.kill(max(victims), signal.SIGKILL)
         assert job.wait(timeout=400) == 0, log.read_text()[-3000:]
-    report = json.loads(read_bytes(f"{output}/workers/rank_0.json"))
+    report = _worker_reports(output)[0]
     assert report["resumed_from"] is not None and report["resumed_from"] >= 3, log.read_text()[-3000:]
     assert report["iteration"] == load_checkpoint(str(output)).state["iteration"] == 12
 
