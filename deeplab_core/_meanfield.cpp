@@ -199,35 +199,29 @@ bool Lattice<D>::build(int pixels, const Features &features) {
     }
 
     // Blur neighbours: along axis j, a vertex's neighbours are the vertex -1 (+D on coordinate j) and +1 (-D).
+    // Only the upper ones are looked up: a vertex is the lower neighbour of its upper neighbour on the same axis.
     num_vertices = table.size();
     neighbours.assign(static_cast<size_t>(D + 1) * num_vertices * 2, 0);
-    const int vertex_batch = kBatch / 2;  // 2 (D+1) neighbours per vertex: the same `pending`
-    for (int first = 0; first < num_vertices; first += vertex_batch) {
-        const int last = std::min(num_vertices, first + vertex_batch);
+    for (int first = 0; first < num_vertices; first += kBatch) {
+        const int last = std::min(num_vertices, first + kBatch);
         Pending *slot = pending.data();
         for (int v = first; v < last; ++v) {
             const int16_t *vertex = table.key(v);
-            for (int j = 0; j <= D; ++j, slot += 2) {
-                for (int i = 0; i < D; ++i) {
-                    slot[0].key[i] = static_cast<int16_t>(vertex[i] - 1);
-                    slot[1].key[i] = static_cast<int16_t>(vertex[i] + 1);
-                }
-                if (j < D) {
-                    slot[0].key[j] = static_cast<int16_t>(vertex[j] + D);
-                    slot[1].key[j] = static_cast<int16_t>(vertex[j] - D);
-                }
-                for (int side = 0; side < 2; ++side) {
-                    slot[side].hash = VertexTable<D>::hash(slot[side].key);
-                    table.prefetch(slot[side].hash);
-                }
+            for (int j = 0; j <= D; ++j, ++slot) {
+                for (int i = 0; i < D; ++i) slot->key[i] = static_cast<int16_t>(vertex[i] + 1);
+                if (j < D) slot->key[j] = static_cast<int16_t>(vertex[j] - D);
+                slot->hash = VertexTable<D>::hash(slot->key);
+                table.prefetch(slot->hash);
             }
         }
         slot = pending.data();
         for (int v = first; v < last; ++v)
-            for (int j = 0; j <= D; ++j, slot += 2) {
-                int *pair = &neighbours[(static_cast<size_t>(j) * num_vertices + v) * 2];
-                pair[0] = table.find(slot[0].key, slot[0].hash, false) + 1;
-                pair[1] = table.find(slot[1].key, slot[1].hash, false) + 1;
+            for (int j = 0; j <= D; ++j, ++slot) {
+                const int upper = table.find(slot->key, slot->hash, false);
+                if (upper < 0) continue;
+                int *axis = &neighbours[static_cast<size_t>(j) * num_vertices * 2];  // (lower, upper) per vertex
+                axis[2 * v + 1] = upper + 1;
+                axis[2 * upper] = v + 1;
             }
     }
     // Symmetric normalisation: 1 / sqrt(K 1).
