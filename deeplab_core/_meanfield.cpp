@@ -386,23 +386,25 @@ class SeparableGaussian {
     SeparableGaussian(int height, int width, float xy_std) : height_(height), width_(width) {
         const int radius = static_cast<int>(std::ceil(kTruncation * xy_std));
         for (int d = 0; d <= radius; ++d) taps_.push_back(std::exp(-0.5f * d * d / (xy_std * xy_std)));
-        std::vector<float> ones(static_cast<size_t>(height) * width, 1.f), filtered(ones.size()), scratch;
-        filter(ones.data(), filtered.data(), 1, scratch);
+        const std::vector<float> ones(static_cast<size_t>(height) * width, 1.f);
+        std::vector<float> scratch, row;
         norm_.resize(ones.size());
-        for (size_t i = 0; i < ones.size(); ++i) norm_[i] = static_cast<float>(1.0 / std::sqrt(filtered[i] + 1e-20));
+        filter(ones.data(), nullptr, 1, scratch, row, [&](int y, const float *filtered) {
+            for (int x = 0; x < width_; ++x)
+                norm_[static_cast<size_t>(y) * width_ + x] = static_cast<float>(1.0 / std::sqrt(filtered[x] + 1e-20));
+        });
     }
 
     // energy += weight * N K N q (N: the symmetric normalisation, as on the lattice).
-    void add_message(const float *q, float *energy, int values, float weight, std::vector<float> &scaled,
-                     std::vector<float> &filtered, std::vector<float> &scratch) const {
-        const size_t size = norm_.size() * values;
-        scaled.resize(size);
-        filtered.resize(size);
-        for (size_t i = 0; i < norm_.size(); ++i)
-            for (int c = 0; c < values; ++c) scaled[i * values + c] = q[i * values + c] * norm_[i];
-        filter(scaled.data(), filtered.data(), values, scratch);
-        for (size_t i = 0; i < norm_.size(); ++i)
-            for (int c = 0; c < values; ++c) energy[i * values + c] += weight * (filtered[i * values + c] * norm_[i]);
+    void add_message(const float *q, float *energy, int values, float weight, std::vector<float> &scratch,
+                     std::vector<float> &row) const {
+        filter(q, norm_.data(), values, scratch, row, [&](int y, const float *filtered) {
+            float *target = energy + static_cast<size_t>(y) * width_ * values;
+            const float *norm = &norm_[static_cast<size_t>(y) * width_];
+            for (int x = 0; x < width_; ++x)
+                for (int c = 0; c < values; ++c)
+                    target[x * values + c] += weight * (filtered[x * values + c] * norm[x]);
+        });
     }
 
   private:
@@ -410,14 +412,24 @@ class SeparableGaussian {
     std::vector<float> taps_;  // taps_[d]: the weight at distance d
     std::vector<float> norm_;
 
-    // out = K in, `values` floats per pixel (pixel-major): along the rows into `scratch`, then along the columns.
+    // K (in * scale), `values` floats per pixel (pixel-major; `scale`: a factor per pixel, or null for none): along
+    // the rows into `scratch`, then along the columns, each output row handed to `emit(y, row)` while in cache.
     // The taps are symmetric: both neighbours at distance d are added before their weight is applied.
-    void filter(const float *in, float *out, int values, std::vector<float> &scratch) const {
+    template <typename Emit>
+    void filter(const float *in, const float *scale, int values, std::vector<float> &scratch, std::vector<float> &row,
+                Emit emit) const {
         const int radius = static_cast<int>(taps_.size()) - 1;
         const size_t stride = static_cast<size_t>(width_) * values;  // floats per image row
         scratch.resize(stride * height_);
+        row.resize(stride);
         for (int y = 0; y < height_; ++y) {
-            const float *__restrict source = in + y * stride;
+            const float *source = in + y * stride;
+            if (scale != nullptr) {
+                const float *factor = scale + static_cast<size_t>(y) * width_;
+                for (int x = 0; x < width_; ++x)
+                    for (int c = 0; c < values; ++c) row[x * values + c] = source[x * values + c] * factor[x];
+                source = row.data();
+            }
             float *__restrict target = scratch.data() + y * stride;
             for (size_t k = 0; k < stride; ++k) target[k] = taps_[0] * source[k];
             for (int d = 1; d <= radius && d < width_; ++d) {  // the neighbours d pixels to the left and right
@@ -430,7 +442,7 @@ class SeparableGaussian {
             }
         }
         for (int y = 0; y < height_; ++y) {
-            float *__restrict target = out + y * stride;
+            float *__restrict target = row.data();
             const float *centre = scratch.data() + y * stride;
             for (size_t k = 0; k < stride; ++k) target[k] = taps_[0] * centre[k];
             for (int d = 1; d <= radius; ++d) {  // the rows d above and below
@@ -440,10 +452,11 @@ class SeparableGaussian {
                 if (above && below) {
                     for (size_t k = 0; k < stride; ++k) target[k] += tap * (above[k] + below[k]);
                 } else if (above || below) {
-                    const float *row = above ? above : below;
-                    for (size_t k = 0; k < stride; ++k) target[k] += tap * row[k];
+                    const float *other = above ? above : below;
+                    for (size_t k = 0; k < stride; ++k) target[k] += tap * other[k];
                 }
             }
+            emit(y, target);
         }
     }
 };
@@ -467,21 +480,41 @@ inline float exp_nonpositive(float x) {
     return p * scale;
 }
 
-void exp_normalize(const float *energy, float *q, int pixels, int labels) {
-    for (int i = 0; i < pixels; ++i) {
-        const float *e = energy + static_cast<size_t>(i) * labels;
-        float *p = q + static_cast<size_t>(i) * labels;
-        float top = e[0];
-        for (int c = 1; c < labels; ++c) top = std::max(top, e[c]);
-        for (int c = 0; c < labels; ++c) p[c] = e[c] - top;
+// q = softmax(energy) per pixel, `L` labels per pixel (0: `runtime_labels`). In blocks of pixels that stay in the
+// L1 cache through the three passes: the maximum, the exponentials (one flat loop, vectorised across pixels), the sum.
+template <int L>
+void exp_normalize_labels(const float *energy, float *q, int pixels, int runtime_labels) {
+    const int labels = L > 0 ? L : runtime_labels;
+    constexpr int kBlockPixels = 512;
+    for (int first = 0; first < pixels; first += kBlockPixels) {
+        const int count = std::min(kBlockPixels, pixels - first);
+        const float *e = energy + static_cast<size_t>(first) * labels;
+        float *p = q + static_cast<size_t>(first) * labels;
+        for (int i = 0; i < count; ++i) {
+            float top = e[i * labels];
+            for (int c = 1; c < labels; ++c) top = std::max(top, e[i * labels + c]);
+            for (int c = 0; c < labels; ++c) p[i * labels + c] = e[i * labels + c] - top;
+        }
+        const int values = count * labels;
+        for (int k = 0; k < values; ++k) p[k] = exp_nonpositive(p[k]);
+        for (int i = 0; i < count; ++i) {
+            float total = 0.f;
+            for (int c = 0; c < labels; ++c) total += p[i * labels + c];
+            for (int c = 0; c < labels; ++c) p[i * labels + c] /= total;
+        }
     }
-    const size_t size = static_cast<size_t>(pixels) * labels;
-    for (size_t k = 0; k < size; ++k) q[k] = exp_nonpositive(q[k]);  // one flat loop: vectorised across pixels
-    for (int i = 0; i < pixels; ++i) {
-        float *p = q + static_cast<size_t>(i) * labels;
-        float total = 0.f;
-        for (int c = 0; c < labels; ++c) total += p[c];
-        for (int c = 0; c < labels; ++c) p[c] /= total;
+}
+
+void exp_normalize(const float *energy, float *q, int pixels, int labels) {
+    switch (labels) {
+        case 2: exp_normalize_labels<2>(energy, q, pixels, labels); break;
+        case 3: exp_normalize_labels<3>(energy, q, pixels, labels); break;
+        case 4: exp_normalize_labels<4>(energy, q, pixels, labels); break;
+        case 5: exp_normalize_labels<5>(energy, q, pixels, labels); break;
+        case 6: exp_normalize_labels<6>(energy, q, pixels, labels); break;
+        case 7: exp_normalize_labels<7>(energy, q, pixels, labels); break;
+        case 8: exp_normalize_labels<8>(energy, q, pixels, labels); break;
+        default: exp_normalize_labels<0>(energy, q, pixels, labels); break;
     }
 }
 
@@ -536,7 +569,7 @@ bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Se
     if (!built) return false;
     phases.kernels += stopwatch.lap();
 
-    std::vector<float> energy(size), buffer_a, buffer_b, buffer_c;
+    std::vector<float> energy(size), buffer_a, buffer_b;
     for (size_t i = 0; i < size; ++i) energy[i] = -unary[i];
     exp_normalize(energy.data(), q, pixels, labels);
     phases.normalise += stopwatch.lap();
@@ -545,7 +578,7 @@ bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Se
         for (size_t i = 0; i < size; ++i) energy[i] = -unary[i];
         // Potts compatibility: each kernel's message -w * (N K N Q) is subtracted from the energy.
         if (separable)
-            separable->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b, buffer_c);
+            separable->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b);
         else
             spatial->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b);
         phases.spatial += stopwatch.lap();
