@@ -202,6 +202,20 @@ def process_pool_rate(cases: list[tuple], cpus: int, per_cpu: int) -> float:
     return (len(warm) - 1) / (warm[-1] - warm[0])
 
 
+def physical_cores() -> int | None:
+    """Distinct physical cores among the CPUs this process may run on (None where Linux's topology files are not
+    readable). Fewer than the CPUs means hyperthread siblings: two CRFs on one core share its execution units, so N
+    busy CPUs cannot reach N x the rate of one."""
+    cores = set()
+    for cpu in os.sched_getaffinity(0):
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
+        except OSError:
+            return None
+    return len(cores)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.crf", description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=4, help="images per family")
@@ -214,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ray", action="store_true", help="skip the CRF-stage scaling measurement")
     parser.add_argument("--per-cpu", type=int, default=30, help="images per CPU in the scaling measurement")
     parser.add_argument("--cpu-counts", help="comma-separated CPU counts to measure besides 1, the baseline "
-                                              "(default: 2, 4 ... up to this machine's CPUs)")
+                                              "(default: 2, 4 ... up to this machine's CPUs, and its physical cores)")
     parser.add_argument("--nodes", default="1", help="comma-separated Ray node counts to measure each CPU count "
                                                      "on (e.g. 1,2: also split over two Ray nodes of this machine)")
     args = parser.parse_args(argv)
@@ -238,11 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     node_counts = sorted({int(count) for count in args.nodes.split(",")})
     if max(node_counts) > 1:
         use_token_authentication()
-    cpus = os.cpu_count() or 1
+    cpus = len(os.sched_getaffinity(0))
     counts = (sorted({1, *[int(count) for count in args.cpu_counts.split(",")]}) if args.cpu_counts
-              else sorted({1, *[2 ** k for k in range(1, 8) if 2 ** k <= cpus], cpus}))
-    print("\nCRF stage on a local Ray (pruned, 'uncertain' outputs), against N x the 1-CPU rate and against N plain "
-          "processes running the same CRF without Ray (the machine's own ceiling at that parallelism):")
+              else sorted({1, *[2 ** k for k in range(1, 8) if 2 ** k <= cpus], physical_cores() or cpus, cpus}))
+    print(f"\nCRF stage on a local Ray (pruned, 'uncertain' outputs), against N x the 1-CPU rate and against N plain "
+          f"processes running the same CRF without Ray (the machine's own ceiling at that parallelism). This machine: "
+          f"{len(os.sched_getaffinity(0))} CPUs on {physical_cores() or 'unknown'} physical cores.")
     print("| CPUs | Ray nodes | start-up s | steady images/s | vs N x 1 CPU | N processes, no Ray: images/s | "
           "vs N processes |")
     print("|---|---|---|---|---|---|---|")

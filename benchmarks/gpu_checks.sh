@@ -26,7 +26,7 @@ if ! command -v ray >/dev/null; then
   chmod +x /tmp/ray-cli/ray && export PATH="/tmp/ray-cli:$PATH"
 fi
 export PYTHONUNBUFFERED=1
-(nvidia-smi || true) >"$out/device.log" 2>&1
+(nvidia-smi; lscpu) >"$out/device.log" 2>&1  # lscpu: threads per core, caches (the CRF stage's scaling)
 run() {  # run NAME SECONDS COMMAND...
   local name=$1 limit=$2
   shift 2
