@@ -235,8 +235,9 @@ bool Lattice<D>::build(int pixels, const Features &features) {
 // Splat, blur and slice touch vertex values scattered over megabytes: fetch them this many steps ahead.
 constexpr int kBlurLookahead = 16;
 constexpr int kPixelLookahead = 8;
-// Label counts up to this get filters specialised at compile time; more labels are processed in chunks of it.
-constexpr int kMaxFixedValues = 8;
+// Label counts up to this get filters and softmaxes specialised at compile time (a trained model's outputs keep 2-7
+// labels, a scene with many classes or an untrained model more); more labels are processed in chunks of it.
+constexpr int kMaxFixedValues = 16;
 
 // Splat, blur along each lattice axis, slice: out = K in (pixel-major, `V` values per pixel; 0: `runtime_values`).
 // As a `Message`, the input is normalised first and the output normalised and added to `out` with `weight`, in
@@ -310,24 +311,26 @@ void filter_values(const Lattice<D> &lattice, const float *in, float *out, int r
     }
 }
 
+// filter_values specialised for `values` when it is at most kMaxFixedValues, else its runtime-width version.
+template <int D, bool Message, int V = 1>
+void filter_fixed_or_runtime(const Lattice<D> &lattice, const float *in, float *out, int values, float weight,
+                             float *buffer_a, float *buffer_b) {
+    if constexpr (V > kMaxFixedValues) {
+        filter_values<D, 0, Message>(lattice, in, out, values, weight, buffer_a, buffer_b);
+    } else if (values == V) {
+        filter_values<D, V, Message>(lattice, in, out, values, weight, buffer_a, buffer_b);
+    } else {
+        filter_fixed_or_runtime<D, Message, V + 1>(lattice, in, out, values, weight, buffer_a, buffer_b);
+    }
+}
+
 template <int D, bool Message>
 void dispatch_filter(const Lattice<D> &lattice, const float *in, float *out, int values, float weight,
                      std::vector<float> &buffer_a, std::vector<float> &buffer_b) {
     const size_t slots = static_cast<size_t>(lattice.num_vertices + 1) * values;
     if (buffer_a.size() < slots) buffer_a.resize(slots);
     if (buffer_b.size() < slots) buffer_b.resize(slots);
-    float *a = buffer_a.data(), *b = buffer_b.data();
-    switch (values) {
-        case 1: filter_values<D, 1, Message>(lattice, in, out, values, weight, a, b); break;
-        case 2: filter_values<D, 2, Message>(lattice, in, out, values, weight, a, b); break;
-        case 3: filter_values<D, 3, Message>(lattice, in, out, values, weight, a, b); break;
-        case 4: filter_values<D, 4, Message>(lattice, in, out, values, weight, a, b); break;
-        case 5: filter_values<D, 5, Message>(lattice, in, out, values, weight, a, b); break;
-        case 6: filter_values<D, 6, Message>(lattice, in, out, values, weight, a, b); break;
-        case 7: filter_values<D, 7, Message>(lattice, in, out, values, weight, a, b); break;
-        case 8: filter_values<D, 8, Message>(lattice, in, out, values, weight, a, b); break;
-        default: filter_values<D, 0, Message>(lattice, in, out, values, weight, a, b); break;
-    }
+    filter_fixed_or_runtime<D, Message>(lattice, in, out, values, weight, buffer_a.data(), buffer_b.data());
 }
 
 template <int D>
@@ -505,16 +508,15 @@ void exp_normalize_labels(const float *energy, float *q, int pixels, int runtime
     }
 }
 
+// exp_normalize_labels specialised for `labels` when it is at most kMaxFixedValues, else its runtime-width version.
+template <int L = 1>
 void exp_normalize(const float *energy, float *q, int pixels, int labels) {
-    switch (labels) {
-        case 2: exp_normalize_labels<2>(energy, q, pixels, labels); break;
-        case 3: exp_normalize_labels<3>(energy, q, pixels, labels); break;
-        case 4: exp_normalize_labels<4>(energy, q, pixels, labels); break;
-        case 5: exp_normalize_labels<5>(energy, q, pixels, labels); break;
-        case 6: exp_normalize_labels<6>(energy, q, pixels, labels); break;
-        case 7: exp_normalize_labels<7>(energy, q, pixels, labels); break;
-        case 8: exp_normalize_labels<8>(energy, q, pixels, labels); break;
-        default: exp_normalize_labels<0>(energy, q, pixels, labels); break;
+    if constexpr (L > kMaxFixedValues) {
+        exp_normalize_labels<0>(energy, q, pixels, labels);
+    } else if (labels == L) {
+        exp_normalize_labels<L>(energy, q, pixels, labels);
+    } else {
+        exp_normalize<L + 1>(energy, q, pixels, labels);
     }
 }
 
