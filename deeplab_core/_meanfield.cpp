@@ -6,7 +6,7 @@
 //     values: keys are hashed in batches and their slots, like the blur's neighbours and the splat/slice
 //     vertices, prefetched ahead of use;
 //   - filters are specialised for the number of labels and fused with the normalisation and the Potts weights;
-//   - the spatial lattice depends only on the image size, so the last one built is kept and reused;
+//   - the spatial kernel depends only on the image size, so the last one built is kept and reused;
 //   - optionally (the pruned CRF) a narrow spatial kernel is computed exactly, as a separable filter (no lattice);
 //   - exponentials are computed in arithmetic the compiler vectorises.
 // deeplab_core/crf.py calls it through `mean_field`; pydensecrf stays the reference (the CRF's exact mode).
@@ -353,27 +353,34 @@ struct SpatialKey {
     }
 };
 
-// The spatial kernel's lattice depends only on the image size: keep the last one (a CRF worker sees many
-// images of one size).
-std::shared_ptr<const Lattice<2>> spatial_lattice(int height, int width, float xy_std) {
+// The spatial kernel depends only on the image size and its width: keep the last one of each kind built (a CRF worker
+// sees many images of one size). `make` builds one, or returns null when it cannot. One cache per call site.
+template <typename Kernel, typename Make>
+std::shared_ptr<const Kernel> last_built(const SpatialKey &key, Make make) {
     static std::mutex guard;
     static SpatialKey cached_key{0, 0, 0.f};
-    static std::shared_ptr<const Lattice<2>> cached;
-    const SpatialKey key{height, width, xy_std};
+    static std::shared_ptr<const Kernel> cached;
     {
         std::lock_guard<std::mutex> lock(guard);
         if (cached && cached_key == key) return cached;
     }
-    auto lattice = std::make_shared<Lattice<2>>();
-    const bool built = lattice->build(height * width, [&](int k, float *f) {
-        f[0] = (k % width) / xy_std;
-        f[1] = (k / width) / xy_std;
-    });
-    if (!built) return nullptr;
+    std::shared_ptr<const Kernel> kernel = make();
+    if (!kernel) return nullptr;
     std::lock_guard<std::mutex> lock(guard);
     cached_key = key;
-    cached = lattice;
-    return lattice;
+    cached = kernel;
+    return kernel;
+}
+
+std::shared_ptr<const Lattice<2>> spatial_lattice(int height, int width, float xy_std) {
+    return last_built<Lattice<2>>({height, width, xy_std}, [&]() -> std::shared_ptr<const Lattice<2>> {
+        auto lattice = std::make_shared<Lattice<2>>();
+        const bool built = lattice->build(height * width, [&](int k, float *f) {
+            f[0] = (k % width) / xy_std;
+            f[1] = (k / width) / xy_std;
+        });
+        return built ? lattice : nullptr;
+    });
 }
 
 // The spatial kernel exp(-|p_i - p_j|^2 / (2 std^2)) of a narrow width (the paper's is 1 pixel) computed exactly on
@@ -552,10 +559,12 @@ bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Se
     const size_t size = static_cast<size_t>(pixels) * labels;
 
     Stopwatch stopwatch;
-    std::unique_ptr<const SeparableGaussian> separable;
+    std::shared_ptr<const SeparableGaussian> separable;
     std::shared_ptr<const Lattice<2>> spatial;
     if (s.exact_spatial && s.gaussian_xy_std <= kMaxSeparableStd)
-        separable = std::make_unique<const SeparableGaussian>(s.height, s.width, s.gaussian_xy_std);
+        separable = last_built<SeparableGaussian>({s.height, s.width, s.gaussian_xy_std}, [&] {
+            return std::make_shared<const SeparableGaussian>(s.height, s.width, s.gaussian_xy_std);
+        });
     else if (!(spatial = spatial_lattice(s.height, s.width, s.gaussian_xy_std)))
         return false;
     Lattice<5> bilateral;
