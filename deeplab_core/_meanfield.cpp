@@ -25,6 +25,11 @@
 
 namespace {
 
+// std::nearbyint in the default rounding mode (to nearest, ties to even) for |x| < 2^22, in two additions: x86-64's
+// baseline instruction set has no rounding instruction, and the library call is the lattice build's main cost.
+// Larger values come out large, which the callers' range checks refuse.
+inline float round_to_integer(float x) { return (x + 12582912.f) - 12582912.f; }  // 12582912 = 1.5 * 2^23
+
 template <int D>
 struct Lattice {
     int num_pixels = 0;
@@ -150,7 +155,7 @@ bool Lattice<D>::build(int pixels, const Features &features) {
             elevated[0] = sm;
             float sum = 0.f;
             for (int i = 0; i <= D; ++i) {
-                const float v = std::nearbyint(down * elevated[i]);
+                const float v = round_to_integer(down * elevated[i]);
                 rem0[i] = v * up;
                 sum += v;
             }
@@ -160,8 +165,9 @@ bool Lattice<D>::build(int pixels, const Features &features) {
             for (int i = 0; i < D; ++i) {
                 const float di = elevated[i] - rem0[i];
                 for (int j = i + 1; j <= D; ++j) {
-                    if (di < elevated[j] - rem0[j]) rank[i]++;
-                    else rank[j]++;
+                    const bool below = di < elevated[j] - rem0[j];  // arithmetic, not a branch: unpredictable
+                    rank[i] += below;
+                    rank[j] += !below;
                 }
             }
             const int shift = static_cast<int>(sum);
@@ -475,7 +481,7 @@ class SeparableGaussian {
 // std::exp is a library call per value: x = n ln 2 + r, exp(r) by Cephes' expf polynomial, 2^n as exponent bits.
 inline float exp_nonpositive(float x) {
     x = std::max(x, -87.0f);  // exp(-87) is still a normal float
-    const float n = (x * 1.44269504f + 12582912.f) - 12582912.f;  // rounded to the nearest integer (1.5 * 2^23 trick)
+    const float n = round_to_integer(x * 1.44269504f);
     const float r = x - n * 0.693359375f + n * 2.12194440e-4f;     // ln 2 in two parts: r exact to float precision
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
