@@ -264,12 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     node_counts = sorted({int(count) for count in args.nodes.split(",")})
     if max(node_counts) > 1:
         use_token_authentication()
-    cpus = len(os.sched_getaffinity(0))
+    cpus, cores = len(os.sched_getaffinity(0)), physical_cores()
     counts = (sorted({1, *[int(count) for count in args.cpu_counts.split(",")]}) if args.cpu_counts
-              else sorted({1, *[2 ** k for k in range(1, 8) if 2 ** k <= cpus], physical_cores() or cpus, cpus}))
+              else sorted({1, *[2 ** k for k in range(1, 8) if 2 ** k <= cpus], cores or cpus, cpus}))
     print(f"\nCRF stage on a local Ray (pruned, 'uncertain' outputs), against N x the 1-CPU rate and against N plain "
           f"processes running the same CRF without Ray (the machine's own ceiling at that parallelism). This machine: "
-          f"{len(os.sched_getaffinity(0))} CPUs on {physical_cores() or 'unknown'} physical cores.")
+          f"{cpus} CPUs on {cores or 'unknown'} physical cores.")
     print("| CPUs | Ray nodes | start-up s | steady images/s | vs N x 1 CPU | N processes, no Ray: images/s | "
           "vs N processes |")
     print("|---|---|---|---|---|---|---|")

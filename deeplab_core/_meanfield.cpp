@@ -359,8 +359,8 @@ struct SpatialKey {
     }
 };
 
-// The spatial kernel depends only on the image size and its width: keep the last one of each kind built (a CRF worker
-// sees many images of one size). `make` builds one, or returns null when it cannot. One cache per call site.
+// The spatial kernel depends only on the image size and the kernel's width: keep the last one of each kind built (a
+// CRF worker sees many images of one size). `make` builds one, or returns null when it cannot. One cache per call site.
 template <typename Kernel, typename Make>
 std::shared_ptr<const Kernel> last_built(const SpatialKey &key, Make make) {
     static std::mutex guard;
