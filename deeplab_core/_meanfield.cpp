@@ -411,15 +411,18 @@ class SeparableGaussian {
         });
     }
 
-    // energy += weight * N K N q (N: the symmetric normalisation, as on the lattice).
-    void add_message(const float *q, float *energy, int values, float weight, std::vector<float> &scratch,
-                     std::vector<float> &row) const {
+    // energy = -unary + weight * N K N q (N: the symmetric normalisation, as on the lattice): the unary and this
+    // message in one pass over the energies, which start each iteration from the unary.
+    void unary_plus_message(const float *q, const float *unary, float *energy, int values, float weight,
+                            std::vector<float> &scratch, std::vector<float> &row) const {
         filter(q, norm_.data(), values, scratch, row, [&](int y, const float *filtered) {
-            float *target = energy + static_cast<size_t>(y) * width_ * values;
+            const size_t first = static_cast<size_t>(y) * width_ * values;
+            float *target = energy + first;
+            const float *own_unary = unary + first;
             const float *norm = &norm_[static_cast<size_t>(y) * width_];
             for (int x = 0; x < width_; ++x)
                 for (int c = 0; c < values; ++c)
-                    target[x * values + c] += weight * (filtered[x * values + c] * norm[x]);
+                    target[x * values + c] = -own_unary[x * values + c] + weight * (filtered[x * values + c] * norm[x]);
         });
     }
 
@@ -592,12 +595,13 @@ bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Se
     phases.normalise += stopwatch.lap();
 
     for (int iteration = 0; iteration < s.iterations; ++iteration) {
-        for (size_t i = 0; i < size; ++i) energy[i] = -unary[i];
-        // Potts compatibility: each kernel's message -w * (N K N Q) is subtracted from the energy.
-        if (separable)
-            separable->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b);
-        else
+        // Potts compatibility: each kernel's message -w * (N K N Q) is subtracted from the energy, -unary.
+        if (separable) {
+            separable->unary_plus_message(q, unary, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b);
+        } else {
+            for (size_t i = 0; i < size; ++i) energy[i] = -unary[i];
             spatial->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b);
+        }
         phases.spatial += stopwatch.lap();
         bilateral.add_message(q, energy.data(), labels, s.bilateral_weight, buffer_a, buffer_b);
         phases.bilateral += stopwatch.lap();
