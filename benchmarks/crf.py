@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.memory_bandwidth import memory_bandwidth
 from deeplab_core.crf import CRFParams, dense_crf_marginals, refine_low_res, select_labels
 from deeplab_core.inference import as_tensor, upsample_logits
 from deeplab_core.metrics import ConfusionMatrix
@@ -269,18 +270,20 @@ def main(argv: list[str] | None = None) -> int:
               else sorted({1, *[2 ** k for k in range(1, 8) if 2 ** k <= cpus], cores or cpus, cpus}))
     print(f"\nCRF stage on a local Ray (pruned, 'uncertain' outputs), against N x the 1-CPU rate and against N plain "
           f"processes running the same CRF without Ray (the machine's own ceiling at that parallelism). This machine: "
-          f"{cpus} CPUs on {cores or 'unknown'} physical cores.")
+          f"{cpus} CPUs on {cores or 'unknown'} physical cores. Memory bandwidth: N processes copying at once "
+          f"(benchmarks/memory_bandwidth.py; a 512 x 512 CRF moves ~1-2 GB).")
     print("| CPUs | Ray nodes | start-up s | steady images/s | vs N x 1 CPU | N processes, no Ray: images/s | "
-          "vs N processes |")
-    print("|---|---|---|---|---|---|---|")
+          "vs N processes | memory GB/s, N processes |")
+    print("|---|---|---|---|---|---|---|---|")
     single = None
     for cpus in counts:
         without_ray = process_pool_rate(cases, cpus, args.per_cpu)
+        bandwidth = memory_bandwidth(cpus)
         for nodes in [count for count in node_counts if count <= cpus]:
             startup, rate = crf_stage_scaling(cases, cpus, args.per_cpu, nodes)
             single = single or rate
             print(f"| {cpus} | {nodes} | {startup:.1f} | {rate:.2f} | {rate / (cpus * single):.2f} | "
-                  f"{without_ray:.2f} | {rate / without_ray:.2f} |", flush=True)
+                  f"{without_ray:.2f} | {rate / without_ray:.2f} | {bandwidth:.1f} |", flush=True)
     return 0
 
 

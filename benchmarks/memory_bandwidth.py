@@ -1,0 +1,62 @@
+"""Memory bandwidth of this machine with N processes copying at once: whether it can feed N CRFs.
+
+    python -m benchmarks.memory_bandwidth [--processes 1,8,16] [--seconds 3]
+
+Each process copies a 256 MB array (far larger than any cache) over and over; the figure is the bytes read and
+written per second by all of them together, counted only while every one of them was copying. A CRF of a 512 x 512
+image moves ~2 GB between the caches and memory (README, "Where the time goes"), so N CRFs at r images/s each need
+~2 N r GB/s: where that approaches this figure, the cores wait for memory and the CRF stage cannot scale with them.
+Imports numpy only, so that its processes start in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import time
+
+import numpy as np
+
+ARRAY_BYTES = 256 * 2**20
+
+
+def _copy_times(seconds: float) -> list[float]:
+    """The end time of each copy of ``ARRAY_BYTES`` that one process makes during ``seconds``."""
+    source = np.ones(ARRAY_BYTES // 4, np.float32)
+    target = np.empty_like(source)
+    np.copyto(target, source)  # pages mapped before the clock
+    ends = [time.time()]
+    while ends[-1] - ends[0] < seconds:
+        np.copyto(target, source)
+        ends.append(time.time())
+    return ends
+
+
+def memory_bandwidth(processes: int, seconds: float = 3.0) -> float:
+    """GB/s read plus written by ``processes`` processes copying memory together, over the span in which all of
+    them were copying (each starts when it is ready; the span leaves out the stragglers' start and finish)."""
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        runs = pool.map(_copy_times, [seconds] * processes, chunksize=1)
+    start, end = max(run[0] for run in runs), min(run[-1] for run in runs)
+    if end <= start:
+        raise RuntimeError(f"the {processes} copying processes never ran at the same time: raise --seconds")
+    copies = sum(sum(1 for previous, finished in zip(run, run[1:]) if previous >= start and finished <= end)
+                 for run in runs)
+    return 2 * copies * ARRAY_BYTES / (end - start) / 1e9
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory_bandwidth", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--processes", default="1,2", help="comma-separated process counts")
+    parser.add_argument("--seconds", type=float, default=3.0, help="copying time per process")
+    args = parser.parse_args(argv)
+    print("| processes | GB/s read + written, all together | per process |")
+    print("|---|---|---|")
+    for processes in [int(count) for count in args.processes.split(",")]:
+        total = memory_bandwidth(processes, args.seconds)
+        print(f"| {processes} | {total:.1f} | {total / processes:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
