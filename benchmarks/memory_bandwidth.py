@@ -2,8 +2,9 @@
 
     python -m benchmarks.memory_bandwidth [--processes 1,8,16] [--seconds 3]
 
-Each process copies a 256 MB array (far larger than any cache) over and over; the figure is the bytes read and
-written per second by all of them together, counted only while every one of them was copying. A CRF of a 512 x 512
+Each process copies an array over and over, the arrays of all of them together ~1 GB (far larger than any cache;
+at least 32 MB each); the figure is the bytes read and written per second by all of them together (counted as
+STREAM counts a copy: two bytes per byte copied), only while every one of them was copying. A CRF of a 512 x 512
 image moves ~2 GB between the caches and memory (README, "Where the time goes"), so N CRFs at r images/s each need
 ~2 N r GB/s: where that approaches this figure, the cores wait for memory and the CRF stage cannot scale with them.
 Imports numpy only, so that its processes start in a fraction of a second.
@@ -17,12 +18,13 @@ import time
 
 import numpy as np
 
-ARRAY_BYTES = 256 * 2**20
+TOTAL_BYTES = 2**30
+MIN_ARRAY_BYTES = 32 * 2**20
 
 
-def _copy_times(seconds: float) -> list[float]:
-    """The end time of each copy of ``ARRAY_BYTES`` that one process makes during ``seconds``."""
-    source = np.ones(ARRAY_BYTES // 4, np.float32)
+def _copy_times(array_bytes: int, seconds: float) -> list[float]:
+    """The end time of each copy of ``array_bytes`` that one process makes during ``seconds``."""
+    source = np.ones(array_bytes // 4, np.float32)
     target = np.empty_like(source)
     np.copyto(target, source)  # pages mapped before the clock
     ends = [time.time()]
@@ -35,14 +37,15 @@ def _copy_times(seconds: float) -> list[float]:
 def memory_bandwidth(processes: int, seconds: float = 3.0) -> float:
     """GB/s read plus written by ``processes`` processes copying memory together, over the span in which all of
     them were copying (each starts when it is ready; the span leaves out the stragglers' start and finish)."""
+    array_bytes = max(MIN_ARRAY_BYTES, TOTAL_BYTES // (2 * processes))  # a source and a target per process
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        runs = pool.map(_copy_times, [seconds] * processes, chunksize=1)
+        runs = pool.starmap(_copy_times, [(array_bytes, seconds)] * processes, chunksize=1)
     start, end = max(run[0] for run in runs), min(run[-1] for run in runs)
     if end <= start:
         raise RuntimeError(f"the {processes} copying processes never ran at the same time: raise --seconds")
     copies = sum(sum(1 for previous, finished in zip(run, run[1:]) if previous >= start and finished <= end)
                  for run in runs)
-    return 2 * copies * ARRAY_BYTES / (end - start) / 1e9
+    return 2 * copies * array_bytes / (end - start) / 1e9
 
 
 def main(argv: list[str] | None = None) -> int:
