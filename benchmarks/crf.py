@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nCRF stage on a local Ray (pruned, 'uncertain' outputs), against N x the 1-CPU rate and against N plain "
           f"processes running the same CRF without Ray (the machine's own ceiling at that parallelism). This machine: "
           f"{cpus} CPUs on {cores or 'unknown'} physical cores. Memory bandwidth: N processes copying at once "
-          f"(benchmarks/memory_bandwidth.py; a 512 x 512 CRF moves ~1-2 GB).")
+          f"(benchmarks/memory_bandwidth.py; a 512 x 512 CRF fetches 1-2 GB from memory).")
     print("| CPUs | Ray nodes | start-up s | steady images/s | vs N x 1 CPU | N processes, no Ray: images/s | "
           "vs N processes | memory GB/s, N processes |")
     print("|---|---|---|---|---|---|---|---|")
