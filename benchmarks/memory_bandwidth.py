@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import queue
 import time
 
 import numpy as np
@@ -22,27 +23,39 @@ TOTAL_BYTES = 2**30
 MIN_ARRAY_BYTES = 32 * 2**20
 
 
-def _copy_times(array_bytes: int, seconds: float) -> list[float]:
-    """The end time of each copy of ``array_bytes`` that one process makes during ``seconds``."""
+def _copy_times(array_bytes: int, seconds: float, ready, results) -> None:
+    """Put on ``results`` the end time of each copy of ``array_bytes`` this process makes during ``seconds``,
+    starting once every process has its arrays (``ready``, a barrier)."""
     source = np.ones(array_bytes // 4, np.float32)
     target = np.empty_like(source)
     np.copyto(target, source)  # pages mapped before the clock
+    ready.wait()
     ends = [time.time()]
     while ends[-1] - ends[0] < seconds:
         np.copyto(target, source)
         ends.append(time.time())
-    return ends
+    results.put(ends)
 
 
 def memory_bandwidth(processes: int, seconds: float = 3.0) -> float:
     """GB/s read plus written by ``processes`` processes copying memory together, over the span in which all of
-    them were copying (each starts when it is ready; the span leaves out the stragglers' start and finish)."""
+    them were copying."""
     array_bytes = max(MIN_ARRAY_BYTES, TOTAL_BYTES // (2 * processes))  # a source and a target per process
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        runs = pool.starmap(_copy_times, [(array_bytes, seconds)] * processes, chunksize=1)
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Barrier(processes), context.Queue()
+    workers = [context.Process(target=_copy_times, args=(array_bytes, seconds, ready, results))
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    try:  # a process that died (out of memory, killed) never reports
+        runs = [results.get(timeout=seconds + 120) for _ in workers]
+    except queue.Empty:
+        raise RuntimeError(f"a copying process did not report within {seconds + 120:.0f} s") from None
+    finally:
+        for worker in workers:
+            worker.terminate()  # those that reported have returned: a no-op for them
+            worker.join()
     start, end = max(run[0] for run in runs), min(run[-1] for run in runs)
-    if end <= start:
-        raise RuntimeError(f"the {processes} copying processes never ran at the same time: raise --seconds")
     copies = sum(sum(1 for previous, finished in zip(run, run[1:]) if previous >= start and finished <= end)
                  for run in runs)
     return 2 * copies * array_bytes / (end - start) / 1e9
