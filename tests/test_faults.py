@@ -118,6 +118,8 @@ def test_a_training_workers_node_killed_mid_run_resumes_from_its_last_checkpoint
     generate(data, num_images=12, size=64, num_classes=NUM_CLASSES, seed=5)
     local.start_ray_worker(cluster_state, s3, num_cpus=6, node_manager_port=SECOND_NODE_PORT)
     events = []
+    # Four checkpoints after the second: the kill lands mid-run even when a busy machine delays the killer by seconds.
+    iterations = 24
 
     def kill_then_replace() -> None:
         deadline = time.monotonic() + 300
@@ -136,7 +138,7 @@ def test_a_training_workers_node_killed_mid_run_resumes_from_its_last_checkpoint
     killer.start()
     try:
         status = train.main(["--data", data, "--output", output, *SMALL_MODEL, "--workers", "1",
-                             "--cpus-per-worker", "5", "--iterations", "16", "--val-every", "4",
+                             "--cpus-per-worker", "5", "--iterations", str(iterations), "--val-every", "4",
                              "--max-failures", "1"])
     finally:
         killer.join()
@@ -149,7 +151,7 @@ def test_a_training_workers_node_killed_mid_run_resumes_from_its_last_checkpoint
     # The worker's own record (its log line reaches the driver asynchronously, and may come after the run's end).
     report = json.loads(Path(output, "workers", "rank_0.json").read_text())
     assert report["resumed_from"] is not None and report["resumed_from"] >= 4, report
-    assert report["iteration"] == load_checkpoint(output).state["iteration"] == 16
+    assert report["iteration"] == load_checkpoint(output).state["iteration"] == iterations
 
 
 def test_an_s3_restart_mid_segmentation_loses_nothing(trained_run, s3, cluster_state):
