@@ -118,8 +118,12 @@ def test_exact_mode_reproduces_pydensecrf_bit_for_bit():
 
 @pytest.mark.parametrize("family", list(MODEL_OUTPUT_FAMILIES))
 def test_label_pruning_agrees_with_the_exact_crf_on_every_family_of_model_outputs(family):
+    """Agreement overall (the issue's bar), and against what the CRF does: the exact CRF moves only 1-2 % of these
+    pixels away from the model's argmax, so a CRF with 3 iterations instead of 10, or theta_beta 6 instead of 3,
+    still agrees on >= 99.8 %; but it differs on 5-6 % as many pixels as the exact CRF moves, the pruned one on
+    <= 0.7 %."""
     rng = np.random.default_rng(4)
-    agree = total = 0
+    agree = total = moved = 0
     kept = []
     for _ in range(2):
         image, _, low = simulated_case(rng, family, size=160)
@@ -130,7 +134,10 @@ def test_label_pruning_agrees_with_the_exact_crf_on_every_family_of_model_output
         pruned = dense_crf(image, low, is_logits=True)  # the default: pruned
         agree += int((exact == pruned).sum())
         total += exact.size
+        moved += int((exact != probs.argmax(0)).sum())
     assert agree / total >= 0.995, agree / total
+    assert moved > 0.005 * total, moved  # the CRF does change these outputs
+    assert total - agree <= 0.02 * moved, (total - agree, moved)
     assert max(kept) <= 9, kept  # pruning still prunes: at most the classes present (<= 8) plus one
 
 
