@@ -86,12 +86,14 @@ def test_a_node_killed_mid_segmentation_loses_nothing(second_node, trained_run, 
     argv = ["--input", inputs, "--output", output, "--checkpoint", trained_run, "--rows-per-block", "2",
             "--batch-size", "2", "--model-actors", "2"]
     killer = subprocess.Popen([sys.executable, "-c", f"""
-import pathlib, sys, time, psutil
+import os, pathlib, sys, time, psutil
 deadline = time.monotonic() + 300
 while not list(pathlib.Path({output!r}).glob("manifest/run-*/*.parquet")) and time.monotonic() < deadline:
     time.sleep(0.1)
 for process in psutil.process_iter(["cmdline"]):
-    if any("--node_manager_port={SECOND_NODE_PORT}" in part for part in process.info["cmdline"] or ()):
+    # This script's own command line names the port too: once PIDs wrap it may come first and kill itself.
+    if process.pid != os.getpid() and any("--node_manager_port={SECOND_NODE_PORT}" in part
+                                          for part in process.info["cmdline"] or ()):
         for child in process.children(recursive=True) + [process]:
             child.kill()
         print("killed", flush=True)
