@@ -68,17 +68,19 @@ def run_crf(cases: list[tuple], methods: tuple[str, ...]) -> tuple[list[list[np.
     return labels, [total / len(cases) for total in seconds]
 
 
-def labels_kept(case: tuple) -> int:
+def full_size_probabilities(case: tuple) -> np.ndarray:
+    """The model's class probabilities at the image's size: what the CRF starts from."""
     image, _, low, stride = case
-    probs = torch.softmax(upsample_logits(as_tensor(low, np.float32), image.shape[:2], stride), 0).numpy()
+    return torch.softmax(upsample_logits(as_tensor(low, np.float32), image.shape[:2], stride), 0).numpy()
+
+
+def count_kept(probs: np.ndarray) -> int:
     kept = select_labels(probs)
     return probs.shape[0] if kept is None else len(kept)
 
 
-def model_labels(case: tuple) -> np.ndarray:
-    """The model's own labels at full size: the argmax the CRF starts from."""
-    image, _, low, stride = case
-    return upsample_logits(as_tensor(low, np.float32), image.shape[:2], stride).argmax(0).numpy()
+def labels_kept(case: tuple) -> int:
+    return count_kept(full_size_probabilities(case))
 
 
 def miou(labels: list[np.ndarray], cases: list[tuple], classes: int) -> float:
@@ -90,12 +92,13 @@ def miou(labels: list[np.ndarray], cases: list[tuple], classes: int) -> float:
 
 def compare(name: str, cases: list[tuple], classes: int) -> None:
     present = [len(np.unique(mask)) for _, mask, _, _ in cases]
-    kept = [labels_kept(case) for case in cases]
+    probabilities = [full_size_probabilities(case) for case in cases]
+    kept = [count_kept(probs) for probs in probabilities]
     (exact, pruned), (exact_seconds, seconds) = run_crf(cases, ("exact", "pruned"))
     pixels = sum(labels.size for labels in exact)
     differ = sum(int((a != b).sum()) for a, b in zip(exact, pruned))
     # The CRF moves few pixels from the model's argmax: disagreement measured against that, not the whole image.
-    moved = sum(int((labels != model_labels(case)).sum()) for labels, case in zip(exact, cases))
+    moved = sum(int((labels != probs.argmax(0)).sum()) for labels, probs in zip(exact, probabilities))
     delta = miou(pruned, cases, classes) - miou(exact, cases, classes)
     print(f"| {name:<14} | {min(present)}-{max(present)} | {min(kept)}-{max(kept)} | {exact_seconds:.3f} | "
           f"{seconds:.3f} | {exact_seconds / seconds:.2f}x | {(1 - differ / pixels) * 100:.3f}% | "
