@@ -501,10 +501,13 @@ inline float exp_nonpositive(float x) {
 
 // q = softmax(energy) per pixel, `L` labels per pixel (0: `runtime_labels`). In blocks of pixels that stay in the
 // L1 cache through the three passes: the maximum, the exponentials (one flat loop, vectorised across pixels), the sum.
+// `rest` (may be null): per pixel, the energy of the labels left out of the CRF (label pruning), which take part in
+// the normalisation only: q then sums to what they leave.
 template <int L>
-void exp_normalize_labels(const float *energy, float *q, int pixels, int runtime_labels) {
+void exp_normalize_labels(const float *energy, const float *rest, float *q, int pixels, int runtime_labels) {
     const int labels = L > 0 ? L : runtime_labels;
     constexpr int kBlockPixels = 512;
+    float rest_share[kBlockPixels];
     for (int first = 0; first < pixels; first += kBlockPixels) {
         const int count = std::min(kBlockPixels, pixels - first);
         const float *e = energy + static_cast<size_t>(first) * labels;
@@ -512,12 +515,18 @@ void exp_normalize_labels(const float *energy, float *q, int pixels, int runtime
         for (int i = 0; i < count; ++i) {
             float top = e[i * labels];
             for (int c = 1; c < labels; ++c) top = std::max(top, e[i * labels + c]);
+            if (rest != nullptr) {
+                top = std::max(top, rest[first + i]);
+                rest_share[i] = rest[first + i] - top;
+            }
             for (int c = 0; c < labels; ++c) p[i * labels + c] = e[i * labels + c] - top;
         }
         const int values = count * labels;
         for (int k = 0; k < values; ++k) p[k] = exp_nonpositive(p[k]);
+        if (rest != nullptr)
+            for (int i = 0; i < count; ++i) rest_share[i] = exp_nonpositive(rest_share[i]);
         for (int i = 0; i < count; ++i) {
-            float total = 0.f;
+            float total = rest != nullptr ? rest_share[i] : 0.f;
             for (int c = 0; c < labels; ++c) total += p[i * labels + c];
             for (int c = 0; c < labels; ++c) p[i * labels + c] /= total;
         }
@@ -526,13 +535,13 @@ void exp_normalize_labels(const float *energy, float *q, int pixels, int runtime
 
 // exp_normalize_labels specialised for `labels` when it is at most kMaxFixedValues, else its runtime-width version.
 template <int L = 1>
-void exp_normalize(const float *energy, float *q, int pixels, int labels) {
+void exp_normalize(const float *energy, const float *rest, float *q, int pixels, int labels) {
     if constexpr (L > kMaxFixedValues) {
-        exp_normalize_labels<0>(energy, q, pixels, labels);
+        exp_normalize_labels<0>(energy, rest, q, pixels, labels);
     } else if (labels == L) {
-        exp_normalize_labels<L>(energy, q, pixels, labels);
+        exp_normalize_labels<L>(energy, rest, q, pixels, labels);
     } else {
-        exp_normalize<L + 1>(energy, q, pixels, labels);
+        exp_normalize<L + 1>(energy, rest, q, pixels, labels);
     }
 }
 
@@ -561,8 +570,12 @@ class Stopwatch {
     std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
 };
 
-// q <- mean-field marginals; unary is -log p, both pixel-major (H*W x labels). False: lattice overflow.
-bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Settings &s, Phases &phases) {
+// q <- mean-field marginals; unary is -log p, both pixel-major (H*W x labels). rest (may be null): per pixel, the
+// energy (log of the summed probabilities) of labels left out, held constant: they are the labels that gather no
+// pairwise support, so their messages are taken as 0 and they enter only each pixel's normalisation, as they do in
+// the CRF over every label. False: lattice overflow.
+bool run_mean_field(const float *unary, const float *rest, const uint8_t *image, float *q, const Settings &s,
+                    Phases &phases) {
     const int pixels = s.height * s.width;
     const int labels = s.labels;
     const size_t size = static_cast<size_t>(pixels) * labels;
@@ -591,7 +604,7 @@ bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Se
 
     std::vector<float> energy(size), buffer_a, buffer_b;
     for (size_t i = 0; i < size; ++i) energy[i] = -unary[i];
-    exp_normalize(energy.data(), q, pixels, labels);
+    exp_normalize(energy.data(), rest, q, pixels, labels);
     phases.normalise += stopwatch.lap();
 
     for (int iteration = 0; iteration < s.iterations; ++iteration) {
@@ -605,16 +618,16 @@ bool run_mean_field(const float *unary, const uint8_t *image, float *q, const Se
         phases.spatial += stopwatch.lap();
         bilateral.add_message(q, energy.data(), labels, s.bilateral_weight, buffer_a, buffer_b);
         phases.bilateral += stopwatch.lap();
-        exp_normalize(energy.data(), q, pixels, labels);
+        exp_normalize(energy.data(), rest, q, pixels, labels);
         phases.normalise += stopwatch.lap();
     }
     return true;
 }
 
 PyObject *mean_field(PyObject *, PyObject *args) {
-    Py_buffer unary, image, out;
+    Py_buffer unary, rest, image, out;
     Settings s;
-    if (!PyArg_ParseTuple(args, "y*y*w*iiiifffffp", &unary, &image, &out, &s.height, &s.width, &s.labels,
+    if (!PyArg_ParseTuple(args, "y*y*y*w*iiiifffffp", &unary, &rest, &image, &out, &s.height, &s.width, &s.labels,
                           &s.iterations, &s.bilateral_weight, &s.bilateral_xy_std, &s.bilateral_rgb_std,
                           &s.gaussian_weight, &s.gaussian_xy_std, &s.exact_spatial))
         return nullptr;
@@ -627,12 +640,15 @@ PyObject *mean_field(PyObject *, PyObject *args) {
     else if (unary.len != pixels * s.labels * 4) problem = "unary must hold height*width*labels float32 values";
     else if (out.len != pixels * s.labels * 4) problem = "out must hold height*width*labels float32 values";
     else if (image.len != pixels * 3) problem = "image must hold height*width*3 uint8 values";
+    else if (rest.len != 0 && rest.len != pixels * 4) problem = "rest must be empty or hold height*width float32 values";
     else if (!(s.bilateral_xy_std > 0 && s.bilateral_rgb_std > 0 && s.gaussian_xy_std > 0))
         problem = "kernel widths must be > 0";
     if (problem == nullptr) {
         bool done;
         Py_BEGIN_ALLOW_THREADS
-        done = run_mean_field(static_cast<const float *>(unary.buf), static_cast<const uint8_t *>(image.buf),
+        done = run_mean_field(static_cast<const float *>(unary.buf),
+                              rest.len != 0 ? static_cast<const float *>(rest.buf) : nullptr,
+                              static_cast<const uint8_t *>(image.buf),
                               static_cast<float *>(out.buf), s, phases);
         Py_END_ALLOW_THREADS
         if (!done)
@@ -640,6 +656,7 @@ PyObject *mean_field(PyObject *, PyObject *args) {
                       "(downscale the image or widen the kernels)";
     }
     PyBuffer_Release(&unary);
+    PyBuffer_Release(&rest);
     PyBuffer_Release(&image);
     PyBuffer_Release(&out);
     if (problem != nullptr) {
@@ -652,9 +669,10 @@ PyObject *mean_field(PyObject *, PyObject *args) {
 
 PyMethodDef methods[] = {
     {"mean_field", mean_field, METH_VARARGS,
-     "mean_field(unary, image, out, height, width, labels, iterations, bilateral_weight, bilateral_xy_std, "
+     "mean_field(unary, rest, image, out, height, width, labels, iterations, bilateral_weight, bilateral_xy_std, "
      "bilateral_rgb_std, gaussian_weight, gaussian_xy_std, exact_spatial)\n\nDense-CRF marginals into `out` (float32, "
-     "H*W x labels, pixel-major) from `unary` (-log p, same layout) and `image` (uint8 H x W x 3). exact_spatial: the "
+     "H*W x labels, pixel-major) from `unary` (-log p, same layout) and `image` (uint8 H x W x 3). `rest`: empty, or "
+     "per pixel the log of the probability of labels left out (normalisation only). exact_spatial: the "
      "spatial kernel computed exactly when gaussian_xy_std <= 2 (else, and when false, on the lattice). Returns the "
      "seconds spent in each phase (a dict)."},
     {nullptr, nullptr, 0, nullptr},

@@ -12,7 +12,7 @@ other.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -24,14 +24,11 @@ from deeplab_core.inference import as_tensor, upsample_logits
 
 # pydensecrf.utils.unary_from_softmax clips probabilities here; the exact path reproduces it bit for bit.
 _MIN_PROBABILITY = 1e-5
-# Label pruning (method "pruned") runs the CRF over the labels that can change its result: those within a factor
-# PRUNE_RATIO of the pixel's leading label on at least PRUNE_MIN_PIXELS pixels. Relative to the leader, not absolute:
-# a less confident model spreads small probabilities over every label, which an absolute threshold would keep.
-# The area floor (one 8 x 8 logit cell) lets noise that wins a stray pixel go, which the CRF's smoothing removes
-# anyway, and keeps any object the model can resolve. Chosen with benchmarks/crf.py over families of model outputs
-# (confident, low temperature, noisy, many classes): 100% pixel agreement with the exact CRF on every family.
-PRUNE_RATIO = 0.2
-PRUNE_MIN_PIXELS = 64
+# Label pruning (method "pruned") runs the CRF over the labels that can take pixels in its result: those whose
+# marginal comes within PRUNE_RATIO of the winner's on some cell of a screening mean field run over every label on a
+# grid of PRUNE_CELL x PRUNE_CELL pixel cells. Why this rule, from the mean-field update: see select_labels.
+PRUNE_RATIO = 0.05  # ~e^-3: the margin the cell grid's approximation of the messages must stay within
+PRUNE_CELL = 8  # the output stride of DeepLab's logits: the unary holds no finer detail
 # "exact": pydensecrf over every label (the reference); "native": deeplab_core._meanfield over every label, the
 # same arithmetic; "pruned": the native code over the labels select_labels keeps, with the narrow spatial kernel
 # (theta_gamma <= 2 pixels) computed exactly on the pixel grid rather than approximated on a lattice (faster).
@@ -51,7 +48,7 @@ class CRFParams:
     gaussian_xy_std: float = 1.0  # theta_gamma
     method: str = "pruned"
     prune_ratio: float = PRUNE_RATIO
-    prune_min_pixels: int = PRUNE_MIN_PIXELS
+    prune_cell: int = PRUNE_CELL
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -63,6 +60,8 @@ class CRFParams:
                 raise ValueError(f"CRFParams: {width} is a kernel width and must be > 0, got {getattr(self, width)}")
         if not 0 < self.prune_ratio <= 1:
             raise ValueError(f"CRFParams: prune_ratio must be in (0, 1], got {self.prune_ratio}")
+        if self.prune_cell < 1:
+            raise ValueError(f"CRFParams: prune_cell must be >= 1 pixel, got {self.prune_cell}")
 
 
 PAPER_PARAMS = CRFParams()
@@ -81,10 +80,13 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams = PAPER_PA
 
 def dense_crf_marginals(image: np.ndarray, probs: np.ndarray, params: CRFParams = PAPER_PARAMS, *,
                         is_logits: bool = False, phases: dict[str, float] | None = None,
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """``dense_crf``'s labels and the refined C x H x W float32 marginals (0 for pruned labels).
+                        stats: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``dense_crf``'s labels and the refined C x H x W float32 marginals (0 for pruned labels, the kept labels'
+    renormalised to sum to 1).
 
     ``phases``: when given, the seconds spent in each step are added to it (``benchmarks/crf.py`` reports them).
+    ``stats``: when given, ``stats["labels"]`` is set to the number of labels the CRF ran over (the manifest's
+    ``crf_labels``: what the image cost).
     """
     _check_inputs(image, probs)
     clock = _PhaseClock(phases)
@@ -94,22 +96,31 @@ def dense_crf_marginals(image: np.ndarray, probs: np.ndarray, params: CRFParams 
     if params.method == "exact":
         marginals = _pydensecrf_mean_field(image, _unary(full), params)
         clock.lap("pydensecrf")
+        if stats is not None:
+            stats["labels"] = probs.shape[0]
         return marginals.argmax(0), marginals
 
-    kept = select_labels(full, params.prune_ratio, params.prune_min_pixels) if params.method == "pruned" else None
+    kept = select_labels(image, full, params) if params.method == "pruned" else None
+    rest = None
     if kept is not None:
-        # Clipped first, as the exact CRF's unary clips: a pixel whose leading label was pruned may have nothing
-        # left on the kept ones (a very confident model underflows to 0), and gets equal unaries instead of 0 / 0.
-        full = np.maximum(full[kept], _MIN_PROBABILITY)
-        full /= full.sum(0, keepdims=True)
+        # The labels left out gather no support (that is why they were left out): their messages are taken as 0, so
+        # in every pixel's normalisation they weigh what their unaries say, summed - their share of the probability
+        # (each clipped like the unary, which 1 - kept covers to within 2e-4). Dropping that share instead would
+        # inflate the kept labels' marginals and with them every message, where a confused model spreads its mass.
+        rest = np.maximum(1.0 - full[kept].sum(0), (probs.shape[0] - len(kept)) * _MIN_PROBABILITY)
+        full = full[kept]
+    if stats is not None:
+        stats["labels"] = full.shape[0]
     clock.lap("label selection")
-    pixel_marginals, native_phases = _native_mean_field(image, full, params)  # H x W x kept labels
+    pixel_marginals, native_phases = _native_mean_field(image, full, params, rest)  # H x W x kept labels
     clock.lap("unary", native_phases)  # its time outside the extension's phases: computing -log p
     labels = pixel_marginals.argmax(-1)
-    if kept is not None:
-        labels = kept[labels]
     marginals = np.zeros((probs.shape[0], height, width), dtype=np.float32)
-    marginals[kept if kept is not None else slice(None)] = pixel_marginals.transpose(2, 0, 1)
+    if kept is None:
+        marginals[:] = pixel_marginals.transpose(2, 0, 1)
+    else:
+        labels = kept[labels]
+        marginals[kept] = pixel_marginals.transpose(2, 0, 1) / pixel_marginals.sum(-1)
     clock.lap("labels and marginals")
     return labels, marginals
 
@@ -134,18 +145,44 @@ class _PhaseClock:
         self.last = now
 
 
-def select_labels(probs: np.ndarray, ratio: float = PRUNE_RATIO,
-                  min_pixels: int = PRUNE_MIN_PIXELS) -> np.ndarray | None:
-    """Label ids worth a CRF: within ``ratio`` of each pixel's leading probability on at least ``min_pixels``
-    pixels (fewer if the image is smaller); at least two labels. None: keep all."""
-    if not 0 < ratio <= 1:
-        raise ValueError(f"select_labels: ratio must be in (0, 1], got {ratio}")
-    classes = probs.shape[0]
-    leader = probs.max(0)
-    contending = (probs >= ratio * leader).reshape(classes, -1).sum(1)
-    wanted = contending >= min(min_pixels, leader.size)
+def select_labels(image: np.ndarray, probs: np.ndarray, params: CRFParams = PAPER_PARAMS) -> np.ndarray | None:
+    """Label ids that can take pixels in the CRF's result (at least two), from the uint8 H x W x 3 image and the
+    C x H x W probabilities at its size; None: keep all.
+
+    Why a screening mean field and not a threshold on ``probs``. In densecrf's update (Potts model) the energy of
+    label l at pixel i is  E_i(l) = log p_i(l) + w1 B_i[Q(l)] + w2 G_i[Q(l)],  where B and G are the normalised
+    bilateral and spatial filters of the label's current marginals Q(l): kernel-weighted means of Q_j(l) over i's
+    neighbours (near, and for B also alike in colour), each between 0 and about 1. l takes pixel i when E_i(l)
+    beats every other label's energy: its unary deficit to the pixel's leader a, log p_i(a) - log p_i(l), must be
+    made up by support, w1 (B_i[Q(l)] - B_i[Q(a)]) + w2 (G_i[Q(l)] - G_i[Q(a)]), worth up to w1 + w2 = 7 nats.
+    So a pixel's probabilities alone settle nothing: along a weak boundary, where two classes share the pixel and
+    the leader holds 0.3-0.45, absent classes lifted by noise come within any fixed ratio of the leader on hundreds
+    of pixels (the earlier rule, within 0.2 on 64 pixels, then kept all 21 labels), yet they hold no neighbourhood,
+    so their support stays near their small mean share of it; the labels that hold regions gain e^(w * support)
+    at each iteration, and the noise dies out. Conversely, a label far behind on a pixel can take it if its
+    neighbours hold it. Whether a label can win is a property of the dynamics over neighbourhoods.
+
+    Those neighbourhoods are coarse next to the unary's detail: DeepLab's logits live on the output-stride grid (8
+    px cells) and the bilateral kernel reaches theta_alpha = 67 px, ~8 cells. The screening therefore runs the same
+    mean field (every label, the same weights and iterations) on a grid of ``params.prune_cell`` px cells, each
+    cell's mean colour and mean probabilities, kernel widths measured in cells: 1/64 of the pixels, ~1 % of the
+    time of the CRF over every label. It keeps every label whose screened marginal comes within
+    ``params.prune_ratio`` (e^-3) of the cell's winner on some cell: a 3-nat margin for what the grid cannot see
+    (colour detail inside a cell that the pixel-level bilateral kernel uses, boundaries crossing cells). Measured
+    with ``benchmarks/crf.py`` on every family of model outputs, a trained model's included: the kept labels are
+    those the exact CRF's result holds.
+    """
+    classes, height, width = probs.shape
+    cell = params.prune_cell
+    pooled_image = F.avg_pool2d(as_tensor(image).permute(2, 0, 1)[None].float(), cell, ceil_mode=True)[0]
+    cell_image = pooled_image.round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    cell_probs = F.avg_pool2d(as_tensor(probs)[None], cell, ceil_mode=True)[0].numpy()
+    screening = replace(params, method="pruned", bilateral_xy_std=params.bilateral_xy_std / cell,
+                        gaussian_xy_std=params.gaussian_xy_std / cell)
+    marginals, _ = _native_mean_field(cell_image, np.ascontiguousarray(cell_probs), screening)  # h x w x C
+    closeness = (marginals / marginals.max(-1, keepdims=True)).reshape(-1, classes).max(0)
+    wanted = closeness >= params.prune_ratio
     if wanted.sum() < 2:  # a CRF needs two labels: add the closest runner-up
-        closeness = (probs / np.maximum(leader, np.finfo(np.float32).tiny)).reshape(classes, -1).max(1)
         closeness[wanted] = np.inf
         wanted[np.argsort(-closeness, kind="stable")[:2]] = True
     if wanted.all():
@@ -203,10 +240,10 @@ def _pydensecrf_mean_field(image: np.ndarray, unary: np.ndarray, settings: CRFPa
     return marginals.reshape(classes, height, width)
 
 
-def _native_mean_field(image: np.ndarray, probs: np.ndarray,
-                       settings: CRFParams) -> tuple[np.ndarray, dict[str, float]]:
+def _native_mean_field(image: np.ndarray, probs: np.ndarray, settings: CRFParams,
+                       rest: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float]]:
     """Marginals, float32 H x W x C, from C x H x W probabilities, with ``deeplab_core._meanfield``; and the
-    seconds it spent in each phase."""
+    seconds it spent in each phase. ``rest``: H x W probability of labels left out, in the normalisation only."""
     mean_field = load_meanfield().mean_field
     classes, height, width = probs.shape
     # The extension works pixel-major (a pixel's labels adjacent): write the unary straight into that layout.
@@ -214,10 +251,12 @@ def _native_mean_field(image: np.ndarray, probs: np.ndarray,
     np.clip(probs.transpose(1, 2, 0), _MIN_PROBABILITY, 1.0, out=unary)
     np.log(unary, out=unary)
     np.negative(unary, out=unary)
+    rest_energy = b"" if rest is None else np.log(rest, dtype=np.float32)
     marginals = np.empty_like(unary)
-    phases = mean_field(unary, np.ascontiguousarray(image), marginals, height, width, classes, settings.iterations,
-                        settings.bilateral_weight, settings.bilateral_xy_std, settings.bilateral_rgb_std,
-                        settings.gaussian_weight, settings.gaussian_xy_std, settings.method == "pruned")
+    phases = mean_field(unary, rest_energy, np.ascontiguousarray(image), marginals, height, width, classes,
+                        settings.iterations, settings.bilateral_weight, settings.bilateral_xy_std,
+                        settings.bilateral_rgb_std, settings.gaussian_weight, settings.gaussian_xy_std,
+                        settings.method == "pruned")
     return marginals, phases
 
 
@@ -227,10 +266,11 @@ def _writable(image: np.ndarray) -> np.ndarray:
 
 
 def refine_low_res(image: np.ndarray, low_res_logits: np.ndarray, stride: int,
-                   params: CRFParams = PAPER_PARAMS) -> np.ndarray:
+                   params: CRFParams = PAPER_PARAMS, stats: dict[str, int] | None = None) -> np.ndarray:
     """Dense CRF from low-resolution logits on the stride grid of ``image`` (see ``deeplab_core.inference``).
 
     The logits are upsampled with the grid's exact geometry (``upsample_logits``), not stretched to the image.
+    ``stats``: as ``dense_crf_marginals``'.
     """
     logits = upsample_logits(as_tensor(low_res_logits, np.float32), image.shape[:2], stride)
-    return dense_crf(image, logits.numpy(), params, is_logits=True)
+    return dense_crf_marginals(image, logits.numpy(), params, is_logits=True, stats=stats)[0]

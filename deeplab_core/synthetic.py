@@ -121,7 +121,10 @@ def simulated_logits(mask: np.ndarray, num_classes: int, rng: np.random.Generato
 
 # Families of model outputs the CRF must handle, as ``make_sample`` and ``simulated_logits`` keyword arguments:
 # today's confident model, less confident ones (temperature), i.i.d. logit noise of several strengths, a model unsure
-# of everything (soft boundaries, noise, absent classes close), and scenes with many classes present.
+# of everything (soft boundaries, noise, absent classes close), scenes with many classes present, and weak shared
+# boundaries: where two classes meet they share the probability (the leader holds 0.2-0.45) and every absent class
+# sits only a couple of logits below them with i.i.d. noise, so that noise lets absent classes lead stray cells.
+# benchmarks/crf.py adds a real DeepLab's outputs (trained_model_cases).
 MODEL_OUTPUT_FAMILIES: dict[str, dict] = {
     "confident": {},
     "temperature 2": {"temperature": 2.0},
@@ -130,6 +133,7 @@ MODEL_OUTPUT_FAMILIES: dict[str, dict] = {
     "noise 3": {"noise": 3.0},
     "uncertain": {"sharpness": 6.0, "noise": 1.5, "absent_margin": 3.0},
     "many classes": {"max_shapes": 8},
+    "weak boundaries": {"sharpness": 4.0, "noise": 0.8, "absent_margin": 0.0, "distractors": 0},
 }
 
 

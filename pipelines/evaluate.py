@@ -22,8 +22,9 @@ from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
 from deeplab_core.data import image_uri, mask_uri, read_split
 from deeplab_core.io import join_uri, resize_labels, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
-from pipelines.common.options import HelpFormatter, add_model_options
+from pipelines.common.options import HelpFormatter, add_model_options, model_actor_count
 from pipelines.common.runtime import check_writable, explain, is_user_error
+from pipelines.common.sizing import crf_sizing_line
 
 REPORT_FILE, MATRIX_FILE = "report.json", "confusion_matrix.png"
 
@@ -37,6 +38,7 @@ class Scorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         plain, refined = ConfusionMatrix(self.num_classes), ConfusionMatrix(self.num_classes)
         errors, precisions = [], sorted({str(p) for p in batch["precision"]})
+        costs = {"seconds_model": [], "seconds_crf": [], "crf_labels": []}
         for row in range(len(batch["uri"])):
             if batch["error"][row]:
                 errors.append(str(batch["error"][row]))
@@ -45,8 +47,11 @@ class Scorer:
             plain.update(resize_labels(batch["labels"][row], label.shape), label)
             if self.with_crf:
                 refined.update(resize_labels(batch["labels_crf"][row], label.shape), label)
+            for column, values in costs.items():
+                if column in batch:
+                    values.append(batch[column][row].item())
         return {"plain": [plain.counts.ravel()], "crf": [refined.counts.ravel()], "errors": [json.dumps(errors)],
-                "precisions": [json.dumps(precisions)]}
+                "precisions": [json.dumps(precisions)], "costs": [json.dumps(costs)]}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     config = checkpoint.config
     print(f"[evaluate] {len(ids)} images of {args.data} ({args.split}) with model {checkpoint.digest}", flush=True)
 
-    plain, refined, failures, precision = run_pipeline(args, ids, checkpoint)
+    plain, refined, failures, precision, costs = run_pipeline(args, ids, checkpoint)
 
     report = {
         "data": args.data, "split": args.split, "model": checkpoint.digest, "checkpoint": checkpoint.uri,
@@ -94,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.crf:
         line += f"; with CRF {refined.miou():.4f} (pixel accuracy {refined.pixel_accuracy():.4f})"
     print(f"{line}; {len(failures)} images failed; report in {join_uri(args.output, REPORT_FILE)}", flush=True)
+    if args.crf:
+        sizing = crf_sizing_line(costs["seconds_crf"], costs["crf_labels"], costs["seconds_model"],
+                                 model_actor_count(args)[0])
+        if sizing:
+            print(f"[evaluate] {sizing}", flush=True)
     if failures and not args.allow_failures:
         print(f"error: {len(failures)} of {len(ids)} images failed (first: {failures[0]}); the scores above leave "
               "them out; pass --allow-failures to accept that", file=sys.stderr)
@@ -102,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_pipeline(args: argparse.Namespace, ids: list[str],
-                 checkpoint) -> tuple[ConfusionMatrix, ConfusionMatrix, list, str]:
+                 checkpoint) -> tuple[ConfusionMatrix, ConfusionMatrix, list, str, dict[str, list]]:
     import ray.data
 
     from pipelines.common.runtime import init_ray
@@ -116,6 +126,7 @@ def run_pipeline(args: argparse.Namespace, ids: list[str],
                                plain=True, keep_image=False, num_classes=num_classes)
     dataset = dataset.map_batches(Scorer(num_classes, args.crf), batch_size=16)
     plain, refined, failures, precisions = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes), [], set()
+    costs: dict[str, list] = {"seconds_model": [], "seconds_crf": [], "crf_labels": []}
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         for counts in batch["plain"]:
             plain = plain + ConfusionMatrix(num_classes, np.asarray(counts).reshape(num_classes, num_classes))
@@ -125,7 +136,10 @@ def run_pipeline(args: argparse.Namespace, ids: list[str],
             failures.extend(json.loads(str(errors)))
         for names in batch["precisions"]:
             precisions.update(json.loads(str(names)))
-    return plain, refined, failures, ",".join(sorted(precisions))
+        for block_costs in batch["costs"]:
+            for column, values in json.loads(str(block_costs)).items():
+                costs[column].extend(values)
+    return plain, refined, failures, ",".join(sorted(precisions)), costs
 
 
 def render_confusion_matrix(matrix: ConfusionMatrix, class_names: list[str]) -> bytes:

@@ -24,8 +24,9 @@ from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
 from deeplab_core.io import join_uri
 from pipelines.common.inputs import assign_output_names, list_inputs
 from pipelines.common.manifest import compact, completed, record_errors, run_folder
-from pipelines.common.options import HelpFormatter, add_model_options, positive_int
+from pipelines.common.options import HelpFormatter, add_model_options, model_actor_count, positive_int
 from pipelines.common.runtime import check_writable, explain, is_user_error
+from pipelines.common.sizing import crf_sizing_line
 from pipelines.common.stages import MAX_ROWS_PER_BLOCK, TASK_RETRIES, describe
 
 
@@ -86,8 +87,19 @@ def main(argv: list[str] | None = None) -> int:
                 if u in wanted]
     ok, failed = statuses.count("ok"), statuses.count("error")
     rate = len(todo) / elapsed if todo and elapsed > 0 else 0.0
-    print(f"[segment] done: {ok} ok, {failed} failed of {len(inputs)} inputs; {len(todo)} segmented this run at "
+    print(f"[segment] done: {ok} ok, {failed} failed of {len(inputs)} inputs; {len(todo)} processed this run at "
           f"{rate:.2f} images/s; masks in {args.output}/masks, manifest in {args.output}/manifest", flush=True)
+    if not args.no_crf and todo:
+        this_run = {item["uri"] for item in todo}
+        rows = [row for row in manifest.select(["uri", "status", "seconds_model", "seconds_crf", "crf_labels"])
+                .to_pylist() if row["uri"] in this_run and row["status"] == "ok" and row["crf_labels"]]
+        line = crf_sizing_line([row["seconds_crf"] for row in rows], [row["crf_labels"] for row in rows],
+                               [row["seconds_model"] for row in rows], model_actor_count(args)[0])
+        if line:
+            print(f"[segment] {line}", flush=True)
+    if todo and ok == 0:
+        print(f"error: no input was segmented ({failed} failed); see the manifest's error column", file=sys.stderr)
+        return 1
     return 0
 
 

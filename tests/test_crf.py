@@ -128,7 +128,7 @@ def test_label_pruning_agrees_with_the_exact_crf_on_every_family_of_model_output
     for _ in range(2):
         image, _, low = simulated_case(rng, family, size=160)
         probs = F.interpolate(torch.from_numpy(low)[None], size=(160, 160), mode="bilinear")[0].softmax(0).numpy()
-        selected = select_labels(probs)
+        selected = select_labels(image, probs)
         kept.append(21 if selected is None else len(selected))
         exact = dense_crf(image, low, CRFParams(method="exact"), is_logits=True)
         pruned = dense_crf(image, low, is_logits=True)  # the default: pruned
@@ -141,21 +141,47 @@ def test_label_pruning_agrees_with_the_exact_crf_on_every_family_of_model_output
     assert max(kept) <= 9, kept  # pruning still prunes: at most the classes present (<= 8) plus one
 
 
-def test_select_labels_keeps_contenders_on_enough_pixels_and_at_least_two():
-    probs = np.full((5, 16, 16), 0.01, np.float32)
-    probs[2] = 0.9
-    probs[4, :8, :8] = 0.6  # within 0.2 of the leader on 64 pixels, and the closest runner-up
-    probs[1, 0, :3] = 0.5  # a contender on 3 pixels only: noise
-    assert select_labels(probs).tolist() == [2, 4]
-    assert select_labels(probs, min_pixels=3).tolist() == [1, 2, 4]
-    assert select_labels(probs, ratio=0.01) is None  # every label contends everywhere: nothing to prune
-    assert select_labels(probs, ratio=0.9, min_pixels=64).tolist() == [2, 4]  # the leader alone: the runner-up joins
-    with pytest.raises(ValueError, match="ratio"):
-        select_labels(probs, ratio=0)
-    labels, marginals = dense_crf_marginals(np.zeros((16, 16, 3), np.uint8), probs / probs.sum(0))
-    assert set(np.unique(labels)) <= {2, 4} and np.all(marginals[[0, 1, 3]] == 0)
+def _two_halves(size: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """A red left half and a blue right half, labels 0 and 1 leading each with 0.8, and six other labels."""
+    image = np.zeros((size, size, 3), np.uint8)
+    image[:, : size // 2, 0] = image[:, size // 2:, 2] = 200
+    probs = np.full((8, size, size), 0.2 / 7, np.float32)
+    probs[0, :, : size // 2] = probs[1, :, size // 2:] = 0.8
+    return image, probs
+
+
+def test_select_labels_keeps_the_labels_that_can_win_not_the_ones_noise_lifts():
+    image, probs = _two_halves()
+    assert select_labels(image, probs).tolist() == [0, 1]
+    # Noise: label 5 leads a few scattered pixels and ties the leader on a whole weak row, but holds no region.
+    noisy = probs.copy()
+    noisy[5, 10, 3] = noisy[5, 30, 40] = noisy[5, 5, 20] = 0.9
+    noisy[5, 24, :] = noisy[0, 24, :24] = noisy[1, 24, 24:] = 0.45
+    assert select_labels(image, noisy).tolist() == [0, 1]
+    labels = dense_crf(image, noisy / noisy.sum(0), CRFParams(method="exact"))
+    assert set(np.unique(labels)) == {0, 1}  # and the exact CRF indeed gives it no pixel
+    # A label leading a region of its own colour is kept, though that region is smaller than a 5 x 5 cell grid.
+    holding = probs.copy()
+    image[30:42, 30:42] = (0, 200, 0)
+    holding[6, 30:42, 30:42], holding[1, 30:42, 30:42] = 0.8, 0.2 / 7
+    assert select_labels(image, holding).tolist() == [0, 1, 6]
+    assert set(np.unique(dense_crf(image, holding / holding.sum(0), CRFParams(method="exact")))) == {0, 1, 6}
+
+
+def test_select_labels_keeps_at_least_two_and_can_keep_all():
+    image, probs = _two_halves()
+    probs[0], probs[1] = 0.2 / 7, 0.8  # one label everywhere: the closest runner-up joins it
+    probs[4] = 0.2 / 7 + 1e-3
+    assert select_labels(image, probs).tolist() == [1, 4]
+    assert select_labels(image, probs, CRFParams(prune_ratio=1e-9)) is None  # every label close enough: keep all
+    labels, marginals = dense_crf_marginals(image, probs / probs.sum(0))
+    assert set(np.unique(labels)) <= {1, 4} and np.all(marginals[[0, 2, 3, 5, 6, 7]] == 0)
     with pytest.raises(ValueError, match="method"):
         CRFParams(method="fast")
+    with pytest.raises(ValueError, match="prune_ratio"):
+        CRFParams(prune_ratio=0)
+    with pytest.raises(ValueError, match="prune_cell"):
+        CRFParams(prune_cell=0)
 
 
 def test_pixels_whose_pruned_leader_took_all_the_mass_get_finite_marginals():

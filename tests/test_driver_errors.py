@@ -65,11 +65,13 @@ def test_impossible_numbers_in_a_yaml_config_are_refused_too(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--max-pixels", "-1"], ["--crf-prune-ratio", "-0.1"],
+                                  ["--crf-prune-ratio", "0"], ["--crf-prune-ratio", "5"],
                                   ["--precision", "int8"]])
 def test_impossible_segmentation_options_are_refused_by_the_parser(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         segment.parse_args(["--input", "i", "--output", "o", "--checkpoint", "c", *argv])
     assert exit_info.value.code == 2
+    assert argv[0] in capsys.readouterr().err  # the message names the flag
 
 
 def test_help_marks_required_options_and_says_the_crf_is_on_by_default(capsys):

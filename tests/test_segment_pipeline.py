@@ -52,11 +52,13 @@ def _rows(output: str) -> dict[str, dict]:
     return {row["uri"]: row for row in table}
 
 
-def test_bucket_segmentation_is_complete_correct_and_idempotent(trained_run, s3):
+def test_bucket_segmentation_is_complete_correct_and_idempotent(trained_run, s3, capsys):
     inputs, output = f"s3://{s3.bucket}/photos", f"s3://{s3.bucket}/segmented"
     expected = _write_inputs(inputs)
     assert segment.main(["--input", inputs, "--output", output, "--checkpoint", trained_run, "--overlay",
                          "--batch-size", "4"]) == 0
+    sizing = [line for line in capsys.readouterr().out.splitlines() if "CRF sizing" in line]
+    assert len(sizing) == 1 and "CPUs for CRF tasks keep it busy" in sizing[0], sizing
 
     rows = _rows(output)
     assert set(rows) == {f"{inputs}/{name}" for name in expected}
@@ -69,6 +71,7 @@ def test_bucket_segmentation_is_complete_correct_and_idempotent(trained_run, s3)
             assert f"{inputs}/{name}" in row["error"] and row["mask_uri"] is None
             continue
         assert row["error"] is None
+        assert 2 <= row["crf_labels"] <= NUM_CLASSES and row["seconds_crf"] > 0
         image = decode_image(read_bytes(f"{inputs}/{name}"))
         mask = np.asarray(Image.open(io.BytesIO(read_bytes(row["mask_uri"]))))
         assert row["mask_uri"] == f"{output}/masks/{name.rsplit('.', 1)[0]}.png"
@@ -104,9 +107,10 @@ def test_wrong_secret_is_a_clear_error_not_a_hang(trained_run, s3, tmp_path, mon
     assert time.monotonic() - started < 60
 
 
-def test_evaluate_reports_miou_with_and_without_crf_from_one_pass(trained_run, s3_dataset, tmp_path):
+def test_evaluate_reports_miou_with_and_without_crf_from_one_pass(trained_run, s3_dataset, tmp_path, capsys):
     output = str(tmp_path / "evaluation")
     assert evaluate.main(["--data", s3_dataset, "--checkpoint", trained_run, "--output", output, "--crf"]) == 0
+    assert "CRF sizing" in capsys.readouterr().out
     report = json.loads(Path(output, "report.json").read_text())
     assert report["images"] == 12 and report["failed"] == []
     without, with_crf = report["without_crf"], report["with_crf"]
@@ -187,3 +191,22 @@ def test_evaluate_exits_non_zero_when_images_failed_unless_allowed(trained_run, 
     report = json.loads(Path(tmp_path, "evaluation", "report.json").read_text())
     assert len(report["failed"]) == 1 and broken in report["failed"][0]
     assert report["images"] == len(splits["val"]) and report["precision"] == "fp32"
+
+
+def test_label_pruning_agrees_with_the_exact_crf_on_a_trained_models_outputs(trained_run):
+    """The session's model, trained here on synthetic scenes: a real DeepLab's soft, shared boundaries, on larger
+    scenes of its generator. ``benchmarks/crf.py`` measures the same on a 21-class model it trains."""
+    from benchmarks.crf import full_size_probabilities, make_cases
+    from deeplab_core.crf import CRFParams, refine_low_res
+
+    model, _ = load_model(trained_run)
+    agree = total = moved = 0
+    for image, mask, low, stride in make_cases("", 3, 160, NUM_CLASSES, seed=1, model=model):
+        exact = refine_low_res(image, low, stride, CRFParams(method="exact"))
+        pruned = refine_low_res(image, low, stride)
+        agree += int((exact == pruned).sum())
+        total += exact.size
+        moved += int((exact != full_size_probabilities((image, mask, low, stride)).argmax(0)).sum())
+    assert moved > 0.005 * total, moved  # the CRF does change this model's outputs
+    assert agree / total >= 0.995, agree / total
+    assert total - agree <= 0.02 * moved, (total - agree, moved)

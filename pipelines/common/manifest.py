@@ -33,6 +33,7 @@ SCHEMA = pa.schema([
     ("seconds_model", pa.float64()),
     ("seconds_crf", pa.float64()),
     ("precision", pa.string()),  # the model's arithmetic: fp32, bf16 or fp16
+    ("crf_labels", pa.int32()),  # how many labels the image's CRF ran over (its cost); null without the CRF
 ])
 
 

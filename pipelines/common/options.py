@@ -28,7 +28,7 @@ def _checked_number(convert: type, accept, requirement: str):
 
 positive_int = _checked_number(int, lambda value: value >= 1, "at least 1")
 positive_float = _checked_number(float, lambda value: value > 0, "greater than 0")
-non_negative_float = _checked_number(float, lambda value: value >= 0, "0 or more")
+unit_fraction = _checked_number(float, lambda value: 0 < value <= 1, "greater than 0 and at most 1")
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
@@ -63,9 +63,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                              "size): one huge image must not exhaust a model actor's memory")
     parser.add_argument("--crf-iterations", type=positive_int, default=CRFParams.iterations,
                         help="mean-field iterations")
-    parser.add_argument("--crf-prune-ratio", type=non_negative_float, default=PRUNE_RATIO,
-                        help="label pruning: the CRF runs over the labels within this factor of a pixel's leading "
-                             "label somewhere (0: every label); see the README's CRF section")
+    parser.add_argument("--crf-prune-ratio", type=unit_fraction, default=PRUNE_RATIO,
+                        help="label pruning: the CRF runs over the labels whose marginal, in a screening mean field "
+                             "on 8-pixel cells, comes within this factor of a cell's winner (smaller keeps more "
+                             "labels); --crf-exact runs every label; see the README's CRF section")
     parser.add_argument("--crf-exact", action="store_true",
                         help="the reference CRF: pydensecrf over all labels, no pruning (~5x slower)")
 
@@ -74,9 +75,16 @@ def crf_params(args: argparse.Namespace) -> CRFParams:
     """The CRF's parameters from the CRF options (the paper's values otherwise)."""
     if args.crf_exact:
         return CRFParams(iterations=args.crf_iterations, method="exact")
-    if args.crf_prune_ratio == 0:
-        return CRFParams(iterations=args.crf_iterations, method="native")
-    return CRFParams(iterations=args.crf_iterations, method="pruned", prune_ratio=min(1.0, args.crf_prune_ratio))
+    return CRFParams(iterations=args.crf_iterations, method="pruned", prune_ratio=args.crf_prune_ratio)
+
+
+def model_actor_count(args: argparse.Namespace) -> tuple[int, bool]:
+    """(model actors, whether they use GPUs): ``--model-actors``, else one per GPU of the cluster, or 1 without."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    use_gpus = gpus > 0 and args.gpus_per_actor > 0
+    return args.model_actors or (max(1, int(gpus // args.gpus_per_actor)) if use_gpus else 1), use_gpus
 
 
 def model_stage_resources(args: argparse.Namespace) -> dict:
@@ -85,13 +93,9 @@ def model_stage_resources(args: argparse.Namespace) -> dict:
     With CPU actors whose resources equal the decode tasks', Ray Data fuses decoding into the actors (one transfer
     fewer); with GPUs it cannot, and decoding stays in CPU tasks off the GPU actors.
     """
-    import ray
-
     from ray.data import ActorPoolStrategy
 
-    gpus = ray.cluster_resources().get("GPU", 0)
-    use_gpus = gpus > 0 and args.gpus_per_actor > 0
-    actors = args.model_actors or (max(1, int(gpus // args.gpus_per_actor)) if use_gpus else 1)
+    actors, use_gpus = model_actor_count(args)
     resources = {"num_cpus": args.cpus_per_actor}
     if use_gpus:
         resources["num_gpus"] = args.gpus_per_actor

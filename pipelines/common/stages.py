@@ -151,8 +151,9 @@ class Predictor:
 
 
 class Refiner:
-    """CPU task: dense-CRF labels (``labels_crf``) from each row's image and low-resolution logits; drops the
-    logits column, and the image unless ``keep_image``."""
+    """CPU task: dense-CRF labels (``labels_crf``) from each row's image and low-resolution logits, with the seconds
+    and the number of labels the CRF took (``seconds_crf``, ``crf_labels``); drops the logits column, and the image
+    unless ``keep_image``."""
 
     def __init__(self, stride: int, crf_params: CRFParams = PAPER_PARAMS, keep_image: bool = True) -> None:
         self.stride, self.crf_params = stride, crf_params
@@ -161,19 +162,20 @@ class Refiner:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         out = _copy_columns(batch, drop=self.drop)
         out["error"] = [str(e) for e in out["error"]]
-        out["labels_crf"], out["seconds_crf"] = [], []
+        out["labels_crf"], out["seconds_crf"], out["crf_labels"] = [], [], []
         for row in range(len(batch["uri"])):
-            labels, seconds = _NO_LABELS, 0.0
+            labels, seconds, stats = _NO_LABELS, 0.0, {"labels": 0}
             if not out["error"][row]:
                 started = time.perf_counter()
                 try:
                     labels = refine_low_res(batch["image"][row], batch["logits"][row], self.stride,
-                                            self.crf_params).astype(np.uint8)
+                                            self.crf_params, stats).astype(np.uint8)
                     seconds = time.perf_counter() - started
                 except Exception as err:  # noqa: BLE001
                     out["error"][row] = describe(err)
             out["labels_crf"].append(labels)
             out["seconds_crf"].append(seconds)
+            out["crf_labels"].append(stats["labels"])
         return out
 
 
@@ -193,6 +195,7 @@ class ManifestWriter:
                       "mask_uri": None, "class_pixels": None, "crf": self.crf, "model": self.model_digest,
                       "seconds_model": float(batch["seconds_model"][row]),
                       "seconds_crf": float(batch["seconds_crf"][row]) if "seconds_crf" in batch else 0.0,
+                      "crf_labels": int(batch["crf_labels"][row]) if self.crf and not error else None,
                       "precision": str(batch["precision"][row])}
             if not error:
                 try:
