@@ -90,7 +90,13 @@ def load_checkpoint(uri: str) -> Checkpoint:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for bad files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        # torch's own message runs to several lines and suggests weights_only=False, which would run whatever code
+        # the file holds: its first line only, and no such advice.
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights_only" in reason or "Weights only" in reason:
+            reason = "it holds objects other than tensors and plain values, which are never unpickled here"
+        raise CheckpointError(f"{path}: not a readable deeplab-ray checkpoint ({type(err).__name__}: {reason}); "
+                              "give the file pipelines.train wrote (best_model.pt) or its run folder") from None
     if not isinstance(state, dict) or "model_state" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a deeplab-ray checkpoint (needs 'model_state' and 'config')")
     missing = [key for key in CONFIG_KEYS if key not in state["config"]]

@@ -20,10 +20,10 @@ from PIL import Image, ImageDraw
 
 from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
 from deeplab_core.data import image_uri, mask_uri, read_split
-from deeplab_core.io import join_uri, resize_labels, write_bytes
+from deeplab_core.io import join_uri, normalize_uri, resize_labels, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
 from pipelines.common.options import HelpFormatter, add_model_options, model_actor_count
-from pipelines.common.runtime import check_writable, explain, is_user_error
+from pipelines.common.runtime import check_cluster_address, check_writable, explain, is_user_error
 from pipelines.common.sizing import crf_sizing_line
 
 REPORT_FILE, MATRIX_FILE = "report.json", "confusion_matrix.png"
@@ -57,9 +57,10 @@ class Scorer:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
-    parser.add_argument("--data", required=True, help="VOC-layout dataset root")
+    parser.add_argument("--data", required=True, type=normalize_uri, help="VOC-layout dataset root")
     parser.add_argument("--split", default="val", help="which ImageSets/Segmentation/<split>.txt to evaluate")
-    parser.add_argument("--output", required=True, help="where report.json and confusion_matrix.png go")
+    parser.add_argument("--output", required=True, type=normalize_uri,
+                        help="where report.json and confusion_matrix.png go")
     parser.add_argument("--crf", action="store_true", help="also score the dense-CRF labels")
     parser.add_argument("--allow-failures", action="store_true",
                         help="exit 0 even when some images could not be read or scored (they are listed in the "
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         build_from_checkpoint(checkpoint)  # a config that does not fit the weights fails here, not in every actor
         ids = read_split(args.data, args.split)
         check_writable(args.output)
+        check_cluster_address()
     except Exception as err:  # noqa: BLE001 - a user's mistake is one line; anything else keeps its traceback
         if not is_user_error(err):
             raise

@@ -21,11 +21,11 @@ import sys
 import time
 
 from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
-from deeplab_core.io import join_uri
+from deeplab_core.io import join_uri, normalize_uri
 from pipelines.common.inputs import assign_output_names, list_inputs
 from pipelines.common.manifest import compact, completed, record_errors, run_folder
 from pipelines.common.options import HelpFormatter, add_model_options, model_actor_count, positive_int
-from pipelines.common.runtime import check_writable, explain, is_user_error
+from pipelines.common.runtime import check_cluster_address, check_writable, explain, is_user_error
 from pipelines.common.sizing import crf_sizing_line
 from pipelines.common.stages import MAX_ROWS_PER_BLOCK, TASK_RETRIES, describe
 
@@ -33,8 +33,10 @@ from pipelines.common.stages import MAX_ROWS_PER_BLOCK, TASK_RETRIES, describe
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.segment", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
-    parser.add_argument("--input", required=True, help="folder or s3:// prefix of images, or a .txt / .parquet of URIs")
-    parser.add_argument("--output", required=True, help="where masks/, overlays/ and manifest/ go")
+    parser.add_argument("--input", required=True, type=normalize_uri,
+                        help="folder or s3:// prefix of images, or a .txt / .parquet of URIs")
+    parser.add_argument("--output", required=True, type=normalize_uri,
+                        help="where masks/, overlays/ and manifest/ go (never listed as input, even inside --input)")
     add_model_options(parser)
     parser.add_argument("--no-crf", action="store_true",
                         help="skip the dense CRF, which is on by default: masks are the model's argmax")
@@ -50,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         checkpoint = load_checkpoint(args.checkpoint)
         build_from_checkpoint(checkpoint)  # a config that does not fit the weights fails here, not in every actor
-        inputs = list_inputs(args.input)
+        inputs = list_inputs(args.input, exclude=args.output)
         done = completed(args.output)
         check_writable(args.output)
+        check_cluster_address()
     except Exception as err:  # noqa: BLE001 - a user's mistake is one line; anything else keeps its traceback
         if not is_user_error(err):
             raise

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pipelines.common.runtime import init_ray, pyarrow_storage
+    from pipelines.common.runtime import check_cluster_address, init_ray, pyarrow_storage
     from pipelines.common.voc_ingest import eval_dataset, training_dataset
 
     config = parse_args(argv)
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train_set = check_dataset(config.data, config.train_split, num_classes)
         val_set = check_dataset(config.val_data, config.val_split, num_classes) if config.val_data else None
-    except (ValueError, FileNotFoundError, PermissionError) as err:
+        check_cluster_address()
+    except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     run_exists = exists(join_uri(config.output, RUN_NAME))

@@ -115,3 +115,32 @@ def test_a_bad_class_id_found_by_a_worker_is_one_line_naming_the_file(ray_cluste
     assert sum(line.startswith("error: ") for line in err) == 1
     assert not any(line.startswith("Traceback") for line in err)
     assert not (tmp_path / "run" / "train").exists()  # nothing that blocks the next run
+
+
+def test_a_cluster_address_that_does_not_answer_is_one_error_line_in_seconds(tiny_checkpoint, tmp_path, monkeypatch,
+                                                                            capsys):
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    data = str(tmp_path / "data")
+    generate(data, num_images=4, size=32, num_classes=NUM_CLASSES)
+    model = tiny_checkpoint
+    started = time.monotonic()
+    for driver, argv in ((segment, ["--input", f"{data}/JPEGImages", "--output", str(tmp_path / "seg")]),
+                         (evaluate, ["--data", data, "--output", str(tmp_path / "ev")])):
+        assert driver.main([*argv, "--checkpoint", model]) == 2
+        line = _error_line(capsys)
+        assert line.startswith("error: RAY_ADDRESS=127.0.0.1:") and "unset" in line, line
+    assert time.monotonic() - started < 15
+
+
+def test_a_random_file_as_checkpoint_is_one_line_without_unsafe_advice(tmp_path, capsys):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(bytes(range(256)) * 64)
+    assert segment.main(["--input", str(tmp_path), "--output", str(tmp_path / "seg"), "--checkpoint", str(junk)]) == 2
+    line = _error_line(capsys)
+    assert str(junk) in line and "weights_only" not in line, line

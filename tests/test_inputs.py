@@ -72,3 +72,22 @@ def test_output_uri_refuses_names_that_leave_the_output():
     assert output_uri("s3://b/out", "masks", "a/b.png") == "s3://b/out/masks/a/b.png"
     with pytest.raises(UnsafeNameError):
         output_uri("/out", "masks", "../../etc/x.png")
+
+
+@pytest.mark.parametrize("typed", ["../photos", "../photos/", "..//photos", "../photos/.", "./../photos"])
+def test_roots_as_users_type_them_are_listed_and_named(tmp_path, monkeypatch, typed):
+    from deeplab_core.io import normalize_uri
+    from pipelines import segment
+
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "sub/b.png"):
+        (tmp_path / "photos" / name).write_bytes(b"x")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    args = segment.parse_args(["--input", typed, "--output", "../photos//seg/", "--checkpoint", "c"])
+    assert args.input == str(tmp_path / "photos") and args.output == str(tmp_path / "photos" / "seg")
+    (tmp_path / "photos" / "seg" / "masks").mkdir(parents=True)
+    (tmp_path / "photos" / "seg" / "masks" / "a.png").write_bytes(b"x")  # a previous run's mask, inside --input
+    items = list_inputs(args.input, exclude=args.output)
+    assert [(item["relative"], item["error"]) for item in items] == [("a.jpg", ""), ("sub/b.png", "")]
+    assert normalize_uri("s3://bucket//a/./b/") == "s3://bucket/a/b"

@@ -21,6 +21,7 @@ from deeplab_core.io.uri import (
     is_dir,
     join_uri,
     list_files,
+    normalize_uri,
     protocol_of,
     read_bytes,
     read_text,
@@ -31,7 +32,7 @@ from deeplab_core.io.uri import (
 
 __all__ = [
     "AWS_VARIABLES", "IGNORE_INDEX", "VOC_COLORMAP", "ImageDecodeError", "decode_image", "decode_mask", "encode_jpeg",
-    "encode_palette_png", "encode_png", "exists", "filesystem", "is_dir", "join_uri", "list_files", "overlay",
+    "encode_palette_png", "encode_png", "exists", "filesystem", "is_dir", "join_uri", "list_files", "normalize_uri", "overlay",
     "protocol_of", "read_bytes", "read_text", "relative_path", "resize_image", "resize_labels", "s3_options",
     "voc_colormap", "write_bytes",
 ]

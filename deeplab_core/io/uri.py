@@ -50,6 +50,19 @@ def filesystem(uri: str) -> tuple[AbstractFileSystem, str]:
     return fsspec.core.url_to_fs(uri, **options)
 
 
+def normalize_uri(uri: str) -> str:
+    """A root as a user typed it, in canonical form: a local path made absolute with its ``..``, ``.`` and repeated
+    slashes resolved (``../photos``, ``a//b``, ``a/./b``); an object-store URI with empty and ``.`` segments dropped.
+
+    Listings then hold clean paths, so that the rule refusing ``..`` in input names guards the names below the root
+    and not the way the root was written."""
+    if protocol_of(uri) == "file":
+        path = os.path.normpath(os.path.abspath(os.path.expanduser(uri.removeprefix("file://"))))
+        return "file://" + path if uri.startswith("file://") else path
+    scheme, rest = uri.split("://", 1)
+    return f"{scheme}://" + "/".join(part for part in rest.split("/") if part not in ("", "."))
+
+
 def join_uri(base: str, *parts: str) -> str:
     """Join path parts onto a URI with forward slashes, keeping its scheme."""
     if protocol_of(base) == "file" and "://" not in base:

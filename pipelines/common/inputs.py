@@ -35,9 +35,12 @@ class UnsafeNameError(ValueError):
     """An input's path cannot be turned into an output name that stays under the output."""
 
 
-def list_inputs(input_uri: str) -> list[dict[str, str]]:
+def list_inputs(input_uri: str, exclude: str | None = None) -> list[dict[str, str]]:
     """``[{"uri", "relative", "error"}]`` for every image under a folder/prefix (recursively, common image
     extensions), or for every URI in a text file (one per line) or a Parquet file (column ``uri``).
+
+    ``exclude``: a folder whose files are never inputs: the run's own output, when it lies inside the input folder
+    (a re-run would otherwise segment the previous run's masks). Give both in ``normalize_uri``'s form.
 
     ``relative`` is the input's path under the input root (see the module's rules); ``error`` is "" or why the
     input cannot be segmented safely (``relative`` is then "").
@@ -50,6 +53,8 @@ def list_inputs(input_uri: str) -> list[dict[str, str]]:
         uris = list_files(input_uri, IMAGE_EXTENSIONS)
     except FileNotFoundError:
         raise InputError(f"--input {input_uri}: no such folder, prefix or list file") from None
+    if exclude:
+        uris = [uri for uri in uris if not uri.startswith(exclude.rstrip("/") + "/")]
     return [_item(uri, lambda u: relative_path(input_uri, u)) for uri in uris]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import uuid
 from urllib.parse import urlparse
 
@@ -50,6 +51,21 @@ def init_ray() -> None:
     given = (job.get("runtime_env") or {}).get("env_vars") or {}
     missing = {name: value for name, value in s3_env_vars().items() if name not in given}
     ray.init(runtime_env={"env_vars": missing} if missing else None, log_to_driver=True)
+
+
+def check_cluster_address(timeout: float = 10.0) -> None:
+    """Fail in seconds, with one line, when ``RAY_ADDRESS`` names a cluster that does not answer (an address left in
+    the shell after ``cluster.local down``): Ray itself retries for minutes."""
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if not address or address == "auto" or "://" in address:  # ray:// and http:// clients check for themselves
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        raise ConnectionError(f"RAY_ADDRESS={address}: no Ray cluster answers there ({err}); start it "
+                              "(python -m cluster.local up), point RAY_ADDRESS at a running cluster, or unset it "
+                              "(`unset RAY_ADDRESS`) to run on a local Ray") from None
 
 
 def pyarrow_storage(uri: str) -> tuple[str, pyarrow.fs.FileSystem | None]:

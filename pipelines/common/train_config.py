@@ -12,6 +12,7 @@ import argparse
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
+from deeplab_core.io import normalize_uri
 from deeplab_core.models import ARCHS, BACKBONES, OUTPUT_STRIDES
 from deeplab_core.training import RECIPES, Recipe
 from pipelines.common.options import positive_float, positive_int
@@ -26,9 +27,12 @@ def option(default: Any, help: str, *, convert: Callable[[str], Any] | None = No
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = option("", "VOC-layout training dataset root (local path, s3://, any fsspec URI)", required=True)
-    output: str = option("", "run folder: checkpoints and the exported best_model.pt", required=True)
-    val_data: str | None = option(None, "VOC-layout validation root (its val split); validation is skipped without")
+    data: str = option("", "VOC-layout training dataset root (local path, s3://, any fsspec URI)", required=True,
+                       convert=normalize_uri)
+    output: str = option("", "run folder: checkpoints and the exported best_model.pt", required=True,
+                         convert=normalize_uri)
+    val_data: str | None = option(None, "VOC-layout validation root (its val split); validation is skipped without",
+                                  convert=normalize_uri)
     train_split: str = option("train", "the training split's name (ImageSets/Segmentation/<name>.txt)")
     val_split: str = option("val", "the validation split's name")
     arch: str = option("deeplabv2", "model architecture", choices=ARCHS)
