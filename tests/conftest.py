@@ -1,6 +1,6 @@
 """Session fixtures: a real SeaweedFS S3 server and a real local Ray cluster with token authentication.
 
-Run the suite under ../shared/bin/loopback so both listen on a private loopback interface only.
+Both listen on 127.0.0.1; run the suite in a loopback-only network namespace (README) to keep Ray off other interfaces.
 """
 
 from __future__ import annotations
