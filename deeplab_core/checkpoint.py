@@ -95,7 +95,7 @@ def load_checkpoint(uri: str) -> Checkpoint:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "weights_only" in reason or "Weights only" in reason:
             reason = "it holds objects other than tensors and plain values, which are never unpickled here"
-        raise CheckpointError(f"{path}: not a readable deeplab-ray checkpoint ({type(err).__name__}: {reason}); "
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {reason}); "
                               "give the file pipelines.train wrote (best_model.pt) or its run folder") from None
     if not isinstance(state, dict) or "model_state" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a deeplab-ray checkpoint (needs 'model_state' and 'config')")
