@@ -45,7 +45,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by segment and evaluate: how the model and the CRF run."""
     parser.add_argument("--checkpoint", required=True,
                         help="a checkpoint file, a training --output folder, or a Ray Train checkpoint folder")
-    parser.add_argument("--scales", type=parse_scales, default=(1.0,), help="multi-scale inference, e.g. 0.5,0.75,1.0")
+    parser.add_argument("--scales", type=parse_scales, default="1.0",  # a string: argparse converts it
+                        help="multi-scale inference, e.g. 0.5,0.75,1.0")
     parser.add_argument("--flip", action="store_true", help="also run on the mirrored image and average")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="model arithmetic: auto = bf16 on GPUs that support it, fp32 on CPUs")
