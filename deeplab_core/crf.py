@@ -172,7 +172,7 @@ def select_labels(image: np.ndarray, probs: np.ndarray, params: CRFParams = PAPE
     with ``benchmarks/crf.py`` on every family of model outputs, a trained model's included: the kept labels are
     those the exact CRF's result holds.
     """
-    classes, height, width = probs.shape
+    classes = probs.shape[0]
     cell = params.prune_cell
     pooled_image = F.avg_pool2d(as_tensor(image).permute(2, 0, 1)[None].float(), cell, ceil_mode=True)[0]
     cell_image = pooled_image.round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
