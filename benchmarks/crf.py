@@ -1,6 +1,6 @@
 """Dense-CRF speed and fidelity over families of model outputs, and the CRF stage's scaling, measured side by side.
 
-    ../shared/bin/loopback python -m benchmarks.crf [--images 4] [--size 512] [--checkpoint URI] [--no-ray]
+    python -m benchmarks.crf [--images 4] [--size 512] [--checkpoint URI] [--no-ray]
         [--cpu-counts 1,8,16] [--nodes 1,2]
 
 For each family of model outputs (``deeplab_core.synthetic.MODEL_OUTPUT_FAMILIES``: confident, low temperature,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement the README asks for, in one run with its own time limits, logs under $OUT (or ./gpu-logs).
+# Every GPU measurement docs/benchmarks.md records, in one run with its own time limits, logs under $OUT (or ./gpu-logs).
 # On a lent GPU machine: source .gpu/setup.sh && bash benchmarks/gpu_checks.sh   (build .gpu/ with
 # ../shared/gpu/make-bundle first; the CRF families table, which needs pydensecrf, is benchmarks/crf.py's job on any
 # machine). Test it on a CPU machine with DEVICE=cpu IMAGES=32 DISTINCT=8 CRF_IMAGES=8 SIZE=128 BACKBONE=resnet50

@@ -5,7 +5,7 @@
 Each process copies an array over and over, the arrays of all of them together ~1 GB (far larger than any cache;
 at least 32 MB each); the figure is the bytes read and written per second by all of them together (counted as
 STREAM counts a copy: two bytes per byte copied), only while every one of them was copying. A CRF of a 512 x 512
-image fetches 1-2 GB from memory (README, "Where the time goes"), so N CRFs at r images/s each need up to ~2 N r
+image fetches 1-2 GB from memory (docs/benchmarks.md, "Where the time goes"), so N CRFs at r images/s each need up to ~2 N r
 GB/s: where that approaches this figure, the cores wait for memory and the CRF stage cannot scale with them.
 Imports numpy only, so that its processes start in a fraction of a second.
 """

@@ -1,7 +1,7 @@
 """The segmentation and evaluation pipelines against a hand-written loop on the SAME device and precision, measured
 side by side in one run on the same images.
 
-    ../shared/bin/loopback python -m benchmarks.segment [--device cuda|cpu] [--precision auto] [--images 256]
+    python -m benchmarks.segment [--device cuda|cpu] [--precision auto] [--images 256]
         [--distinct 128] [--size 512] [--backbone resnet101] [--output-stride 8] [--checkpoint URI] [--crf-images N]
         [--no-evaluate]
 

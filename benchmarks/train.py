@@ -1,6 +1,6 @@
 """pipelines.train (Ray Train + Ray Data ingest) against a bare training loop on the same device, at steady state.
 
-    ../shared/bin/loopback python -m benchmarks.train [--device cuda|cpu] [--iterations 60] [--crop-size 321]
+    python -m benchmarks.train [--device cuda|cpu] [--iterations 60] [--crop-size 321]
         [--batch-size 10] [--backbone resnet101] [--amp]
 
 Both train DeepLab-v2 on the same synthetic VOC-layout dataset with the same recipe, transforms, batch size and

@@ -318,6 +318,8 @@ def down(state: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster.local", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("up", "down", "env"))
+    parser.add_argument("--unset", action="store_true",
+                        help="with env: print the `unset` line that clears what env exported (after down)")
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state folder (default: .state/local)")
     parser.add_argument("--bucket", help="bucket to create (default: deeplab)")
     parser.add_argument("--s3-port", type=int, help="S3 port (default: 8333)")
@@ -332,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         elif args.command == "down":
             down(args.state)
-            print("stopped Ray and SeaweedFS", file=sys.stderr)
+            print("stopped Ray and SeaweedFS. A shell that ran `eval \"$(python -m cluster.local env)\"` still points "
+                  "at them; clear it with:  eval \"$(python -m cluster.local env --unset)\"", file=sys.stderr)
+        elif args.unset:
+            print("unset " + " ".join(client_environment(Settings()).keys()))
         else:
             for name, value in client_environment(load_settings(args.state)).items():
                 print(f"export {name}={shlex.quote(value)}")

@@ -10,18 +10,17 @@ Every task returns confusion matrices, which are summed. Writes ``report.json`` 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import sys
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
 from deeplab_core.data import image_uri, mask_uri, read_split
 from deeplab_core.io import join_uri, normalize_uri, resize_labels, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
+from pipelines.common.charts import render_confusion_matrices
 from pipelines.common.options import HelpFormatter, add_model_options, model_actor_count
 from pipelines.common.runtime import check_cluster_address, check_writable, explain, is_user_error
 from pipelines.common.sizing import crf_sizing_line
@@ -95,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.crf:
         report["with_crf"] = refined.summary(config["class_names"])
     write_bytes(join_uri(args.output, REPORT_FILE), json.dumps(report, indent=2).encode())
-    write_bytes(join_uri(args.output, MATRIX_FILE), render_confusion_matrix(refined if args.crf else plain,
-                                                                             config["class_names"]))
+    matrices = {"without CRF": plain, "with CRF": refined} if args.crf else {"without CRF": plain}
+    write_bytes(join_uri(args.output, MATRIX_FILE), render_confusion_matrices(matrices, config["class_names"]))
     line = f"[evaluate] mIoU without CRF {plain.miou():.4f} (pixel accuracy {plain.pixel_accuracy():.4f})"
     if args.crf:
         line += f"; with CRF {refined.miou():.4f} (pixel accuracy {refined.pixel_accuracy():.4f})"
@@ -142,28 +141,6 @@ def run_pipeline(args: argparse.Namespace, ids: list[str],
             for column, values in json.loads(str(block_costs)).items():
                 costs[column].extend(values)
     return plain, refined, failures, ",".join(sorted(precisions)), costs
-
-
-def render_confusion_matrix(matrix: ConfusionMatrix, class_names: list[str]) -> bytes:
-    """A PNG heat map of the row-normalised confusion matrix (rows: labels, columns: predictions)."""
-    counts = matrix.counts.astype(np.float64)
-    rows = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    cell, margin = max(12, 480 // matrix.num_classes), 110
-    side = margin + cell * matrix.num_classes
-    picture = Image.new("RGB", (side + 10, side + 10), "white")
-    draw = ImageDraw.Draw(picture)
-    for i in range(matrix.num_classes):
-        for j in range(matrix.num_classes):
-            shade = int(255 * (1 - rows[i, j]))
-            box = [margin + j * cell, margin + i * cell, margin + (j + 1) * cell - 1, margin + (i + 1) * cell - 1]
-            draw.rectangle(box, fill=(shade, shade, 255))
-        name = class_names[i][:14]
-        draw.text((4, margin + i * cell + cell // 2 - 5), name, fill="black")
-        draw.text((margin + i * cell + 2, 4 + (i % 6) * 16), name[:8], fill="black")
-    draw.text((4, margin - 14), "label \\ prediction", fill="black")
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 if __name__ == "__main__":

@@ -64,3 +64,13 @@ def test_kuberay_rayjobs_have_the_required_fields_and_real_command_lines(name, p
 def test_runtime_env_example_parses():
     runtime_env = yaml.safe_load((CLUSTER / "runtime_env.yaml").read_text())
     assert runtime_env["working_dir"] == "." and "AWS_DEFAULT_REGION" in runtime_env["env_vars"]
+
+
+def test_env_unset_clears_every_variable_env_exports(tmp_path, capsys):
+    from cluster import local
+
+    assert local.main(["env", "--state", str(tmp_path)]) == 0
+    exported = {line.split("=", 1)[0].removeprefix("export ") for line in capsys.readouterr().out.splitlines()}
+    assert local.main(["env", "--unset"]) == 0
+    unset = capsys.readouterr().out.split()
+    assert unset[0] == "unset" and set(unset[1:]) == exported and "RAY_ADDRESS" in exported

@@ -67,7 +67,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crf-prune-ratio", type=unit_fraction, default=PRUNE_RATIO,
                         help="label pruning: the CRF runs over the labels whose marginal, in a screening mean field "
                              "on 8-pixel cells, comes within this factor of a cell's winner (smaller keeps more "
-                             "labels); --crf-exact runs every label; see the README's CRF section")
+                             "labels); --crf-exact runs every label; see docs/crf.md")
     parser.add_argument("--crf-exact", action="store_true",
                         help="the reference CRF: pydensecrf over all labels, no pruning (~5x slower)")
 

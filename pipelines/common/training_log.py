@@ -11,9 +11,8 @@ import math
 import tempfile
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
 from deeplab_core.io import exists, join_uri, read_text, write_bytes
+from pipelines.common.charts import render_curves
 
 CSV_FILE, CURVES_FILE, TENSORBOARD_DIR = "metrics.csv", "curves.png", "tensorboard"
 EVENTS_FILE = "events.out.tfevents.0.deeplab-ray"
@@ -80,39 +79,3 @@ class TrainingLog:
 def _number(text: str) -> int | float:
     value = float(text)
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
-
-
-def render_curves(rows: list[dict], width: int = 720, height: int = 300) -> bytes:
-    """A PNG with two panels: training loss and validation mIoU against iterations."""
-    picture = Image.new("RGB", (width, 2 * height), "white")
-    draw = ImageDraw.Draw(picture)
-    iterations = [row["iteration"] for row in rows] or [0]
-    x_low, x_high = min(iterations), max(max(iterations), min(iterations) + 1)  # one axis for both panels
-    for panel, (key, title, colour) in enumerate((("loss", "training loss", (200, 60, 40)),
-                                                  ("val_miou", "validation mIoU", (40, 90, 200)))):
-        points = [(row["iteration"], row[key]) for row in rows
-                  if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
-        top = panel * height
-        left, right, upper, lower = 60, width - 20, top + 30, top + height - 40
-        draw.rectangle([left, upper, right, lower], outline="black")
-        draw.text((left, top + 10), title, fill="black")
-        if not points:
-            draw.text((left + 10, upper + 10), "no values yet", fill="gray")
-            continue
-        ys = [y for _, y in points]
-        y_low, y_high = min(ys), max(ys)
-        if y_high - y_low < 1e-9:
-            y_low, y_high = y_low - 0.5, y_high + 0.5
-        draw.text((4, upper - 6), f"{y_high:.3g}", fill="black")
-        draw.text((4, lower - 6), f"{y_low:.3g}", fill="black")
-        draw.text((left, lower + 8), f"iteration {x_low}", fill="black")
-        draw.text((right - 110, lower + 8), f"iteration {x_high}", fill="black")
-        scaled = [(left + (x - x_low) / (x_high - x_low) * (right - left),
-                   lower - (y - y_low) / (y_high - y_low) * (lower - upper)) for x, y in points]
-        if len(scaled) > 1:
-            draw.line(scaled, fill=colour, width=2)
-        for x, y in scaled:
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()

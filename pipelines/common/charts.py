@@ -1,0 +1,85 @@
+"""The pictures the drivers write for people: training curves and confusion matrices, drawn with matplotlib.
+
+Both render to PNG bytes (the callers write them to any URI) with matplotlib's non-interactive Agg canvas, so no
+display and no global pyplot state are involved.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator
+
+from deeplab_core.metrics import ConfusionMatrix
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
+    points = [(row["iteration"], row[key]) for row in rows
+              if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
+    return [x for x, _ in points], [y for _, y in points]
+
+
+def render_curves(rows: list[dict]) -> bytes:
+    """Training loss on a log axis (it falls by orders of magnitude, most of it early) and validation mIoU beside it,
+    against iterations, from ``TrainingLog`` rows."""
+    figure = Figure(figsize=(11, 4))
+    loss_axes, miou_axes = figure.subplots(1, 2)
+    iterations, losses = _series(rows, "loss")
+    if iterations:
+        loss_axes.plot(iterations, losses, color="tab:red", linewidth=1.2)
+        if min(losses) > 0:
+            loss_axes.set_yscale("log")
+            loss_axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            loss_axes.yaxis.set_major_formatter("{x:g}")
+    else:
+        loss_axes.text(0.5, 0.5, "no values yet", ha="center", transform=loss_axes.transAxes, color="gray")
+    loss_axes.set(title="training loss", xlabel="iteration", ylabel="cross-entropy (log scale)")
+    iterations, mious = _series(rows, "val_miou")
+    if iterations:
+        miou_axes.plot(iterations, mious, color="tab:blue", marker="o", linewidth=1.2)
+        best = int(np.argmax(mious))
+        miou_axes.annotate(f"best {mious[best]:.3f}", (iterations[best], mious[best]), textcoords="offset points",
+                           xytext=(0, 8), ha="center")
+        miou_axes.set_ylim(0, 1)
+    else:
+        miou_axes.text(0.5, 0.5, "not validated yet", ha="center", transform=miou_axes.transAxes, color="gray")
+    miou_axes.set(title="validation mIoU", xlabel="iteration", ylabel="mIoU")
+    for axes in (loss_axes, miou_axes):
+        axes.grid(True, which="major", alpha=0.3)
+    return _png(figure)
+
+
+def render_confusion_matrices(matrices: dict[str, ConfusionMatrix], class_names: list[str]) -> bytes:
+    """One panel per matrix (e.g. ``{"without CRF": ..., "with CRF": ...}``), side by side: each row normalised to
+    the share of that label's pixels predicted as each class, the values in the cells, one colour scale."""
+    count = len(matrices)
+    classes = len(class_names)
+    side = max(4.0, 0.45 * classes + 2.0)
+    figure = Figure(figsize=(side * count + 1.0, side), layout="constrained")
+    panels = np.atleast_1d(figure.subplots(1, count))
+    image = None
+    for axes, (title, matrix) in zip(panels, matrices.items()):
+        counts = matrix.counts.astype(np.float64)
+        shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        if classes <= 30:  # values in cells stay legible up to about 30 classes
+            for row in range(classes):
+                for column in range(classes):
+                    value = shares[row, column]
+                    axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                              color="white" if value > 0.5 else "black")
+        axes.set_xticks(range(classes), class_names, rotation=90)
+        axes.set_yticks(range(classes), class_names)
+        axes.set(xlabel="predicted class", ylabel="true class",
+                 title=f"{title}: mIoU {matrix.miou():.3f}, pixel accuracy {matrix.pixel_accuracy():.3f}")
+    figure.colorbar(image, ax=list(panels), shrink=0.8, label="share of the true class's pixels")
+    return _png(figure)
