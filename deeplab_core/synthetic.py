@@ -73,14 +73,20 @@ def make_sample(rng: np.random.Generator, size: int = 128, num_classes: int = 4,
 
 
 def generate(output: str, num_images: int = 40, size: int = 128, num_classes: int = 4, seed: int = 0,
-             val_fraction: float = 0.25) -> dict[str, list[str]]:
-    """Write a VOC-layout dataset under ``output`` (any URI); returns the ids of each split."""
-    if num_images < 2:
-        raise ValueError("num_images must be >= 2 (at least one train and one val image)")
+             val_fraction: float = 0.25, test_fraction: float = 0.0) -> dict[str, list[str]]:
+    """Write a VOC-layout dataset under ``output`` (any URI); returns the ids of each split: train, val and, with
+    ``test_fraction`` > 0, test (images no training decision has seen, for a truly held-out score)."""
+    num_test = round(num_images * test_fraction) if test_fraction > 0 else 0
+    num_val = max(1, round(num_images * val_fraction))
+    if num_images - num_val - num_test < 1 or (test_fraction > 0 and num_test < 1):
+        raise ValueError(f"num_images {num_images} is too few for a train split and val_fraction {val_fraction}"
+                         + (f", test_fraction {test_fraction}" if test_fraction > 0 else "") + ": add images")
     rng = np.random.default_rng(seed)
     ids = [f"synthetic_{index:05d}" for index in range(num_images)]
-    num_val = min(max(1, round(num_images * val_fraction)), num_images - 1)
-    splits = {"train": ids[: num_images - num_val], "val": ids[num_images - num_val:]}
+    num_train = num_images - num_val - num_test
+    splits = {"train": ids[:num_train], "val": ids[num_train:num_train + num_val]}
+    if num_test:
+        splits["test"] = ids[num_train + num_val:]
     for sample_id in ids:
         image, mask = make_sample(rng, size, num_classes)
         write_bytes(join_uri(output, IMAGE_DIR, sample_id + IMAGE_SUFFIX), encode_jpeg(image, quality=95))
@@ -153,10 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-classes", type=int, default=4, help="including background")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-fraction", type=float, default=0.25)
+    parser.add_argument("--test-fraction", type=float, default=0.0, help="also write a test split this large")
     args = parser.parse_args(argv)
-    splits = generate(args.output, args.num_images, args.size, args.num_classes, args.seed, args.val_fraction)
-    print(f"wrote {sum(map(len, splits.values()))} images ({len(splits['train'])} train, {len(splits['val'])} val, "
-          f"{args.num_classes} classes) to {args.output}")
+    try:
+        splits = generate(args.output, args.num_images, args.size, args.num_classes, args.seed, args.val_fraction,
+                          args.test_fraction)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    counts = ", ".join(f"{len(ids)} {name}" for name, ids in splits.items())
+    print(f"wrote {sum(map(len, splits.values()))} images ({counts}, {args.num_classes} classes) to {args.output}")
     return 0
 
 

@@ -2,18 +2,20 @@
 
     python -m pipelines.demo [--output DIR]
 
-Starts a local Ray in-process (or joins RAY_ADDRESS), writes a synthetic VOC-layout dataset, trains DeepLab-v2
-(ResNet-50, from scratch) briefly on Ray Train, evaluates held-out images with and without the dense CRF, and segments
-them into palette masks, overlays and a Parquet manifest. Each run writes a fresh <output>/<time>/ folder
-(default output: ./demo-output).
+Starts a local Ray in-process (or joins RAY_ADDRESS), writes a synthetic VOC-layout dataset (train / val / test),
+trains DeepLab-v2 (ResNet-50, from scratch) briefly on Ray Train (val chooses the best checkpoint), evaluates the test
+images, which nothing in training saw, with and without the dense CRF, and segments them into palette masks, overlays
+and a Parquet manifest. Each run writes a fresh <output>/<time>/ folder (default output: ./demo-output).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
+from pathlib import Path
 
 from deeplab_core.data import image_uri, read_split
 from deeplab_core.io import join_uri, write_bytes
@@ -33,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     def step(message: str) -> None:
         print(f"\n[demo {time.monotonic() - started:5.0f}s] {message}", flush=True)
 
-    step(f"1/4 writing a synthetic dataset (3 classes, 64 px) to {data}")
-    generate(data, num_images=60, size=64, num_classes=3, seed=0, val_fraction=0.2)
+    step(f"1/4 writing a synthetic dataset (3 classes, 64 px; train, val and test splits) to {data}")
+    generate(data, num_images=70, size=64, num_classes=3, seed=0, val_fraction=0.2, test_fraction=0.2)
 
     step(f"2/4 training DeepLab-v2/ResNet-50 from scratch for {args.iterations} steps on Ray Train -> {run}")
     # From scratch, not the paper's ImageNet start: a larger base LR and a 1x head are stable here.
@@ -42,16 +44,17 @@ def main(argv: list[str] | None = None) -> int:
                          "--backbone", "resnet50", "--output-stride", "16", "--crop-size", "64", "--batch-size", "8",
                          "--lr", "0.005", "--head-lr-multiplier", "1", "--iterations", str(args.iterations),
                          "--val-every", str(max(args.iterations // 4, 1)), "--log-every", "20",
-                         "--keep-checkpoints", "1"])  # one 190 MB checkpoint beside best_model.pt, not three
+                         "--keep-checkpoints", "1"])
+    if status:
+        return status
+    keep_latest_checkpoint(run)
+
+    step(f"3/4 evaluating on the held-out test images, without and with the dense CRF -> {evaluation}")
+    status = evaluate.main(["--data", data, "--split", "test", "--checkpoint", run, "--output", evaluation, "--crf"])
     if status:
         return status
 
-    step(f"3/4 evaluating on the held-out images, without and with the dense CRF -> {evaluation}")
-    status = evaluate.main(["--data", data, "--checkpoint", run, "--output", evaluation, "--crf"])
-    if status:
-        return status
-
-    held_out = [image_uri(data, sample_id) for sample_id in read_split(data, "val")]
+    held_out = [image_uri(data, sample_id) for sample_id in read_split(data, "test")]
     listing = join_uri(output, "held_out.txt")
     write_bytes(listing, ("\n".join(held_out) + "\n").encode())
     step(f"4/4 segmenting the {len(held_out)} held-out images with the CRF -> {masks}")
@@ -67,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
           f"  manifest            {join_uri(masks, 'manifest')}\n"
           f"  trained model       {join_uri(run, train.BEST_MODEL_FILE)}", flush=True)
     return 0
+
+
+def keep_latest_checkpoint(run: str) -> None:
+    """Delete the run's Ray Train checkpoints but the latest (~180 MB each): Ray keeps the best one and the latest,
+    and the best is already exported as best_model.pt. A demo run is not resumed; a real run keeps them all."""
+    checkpoints = sorted(Path(run, train.RUN_NAME).glob("checkpoint_*"))
+    for folder in checkpoints[:-1]:
+        shutil.rmtree(folder)
 
 
 if __name__ == "__main__":

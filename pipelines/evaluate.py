@@ -60,11 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="val", help="which ImageSets/Segmentation/<split>.txt to evaluate")
     parser.add_argument("--output", required=True, type=normalize_uri,
                         help="where report.json and confusion_matrix.png go")
-    parser.add_argument("--crf", action="store_true", help="also score the dense-CRF labels")
     parser.add_argument("--allow-failures", action="store_true",
                         help="exit 0 even when some images could not be read or scored (they are listed in the "
                              "report either way)")
-    add_model_options(parser)
+    add_model_options(parser, crf_default=False)
     return parser.parse_args(argv)
 
 

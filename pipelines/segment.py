@@ -37,9 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder or s3:// prefix of images, or a .txt / .parquet of URIs")
     parser.add_argument("--output", required=True, type=normalize_uri,
                         help="where masks/, overlays/ and manifest/ go (never listed as input, even inside --input)")
-    add_model_options(parser)
-    parser.add_argument("--no-crf", action="store_true",
-                        help="skip the dense CRF, which is on by default: masks are the model's argmax")
+    add_model_options(parser, crf_default=True)
     parser.add_argument("--overlay", action="store_true", help="also write colour overlays to <output>/overlays/")
     parser.add_argument("--rows-per-block", type=positive_int, default=None,
                         help=f"inputs per Ray Data block (default: enough blocks for every CPU, at most "
@@ -83,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                                "out of memory, or storage was unreachable); re-run to retry"
                   for item in todo if item["uri"] not in reported}
     if unreported:
-        record_errors(args.output, unreported, not args.no_crf, checkpoint.digest)
+        record_errors(args.output, unreported, args.crf, checkpoint.digest)
         manifest = compact(args.output)
     wanted = {item["uri"] for item in inputs}
     statuses = [s for u, s in zip(manifest.column("uri").to_pylist(), manifest.column("status").to_pylist())
@@ -92,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     rate = len(todo) / elapsed if todo and elapsed > 0 else 0.0
     print(f"[segment] done: {ok} ok, {failed} failed of {len(inputs)} inputs; {len(todo)} processed this run at "
           f"{rate:.2f} images/s; masks in {args.output}/masks, manifest in {args.output}/manifest", flush=True)
-    if not args.no_crf and todo:
+    if args.crf and todo:
         this_run = {item["uri"] for item in todo}
         rows = [row for row in manifest.select(["uri", "status", "seconds_model", "seconds_crf", "crf_labels"])
                 .to_pylist() if row["uri"] in this_run and row["status"] == "ok" and row["crf_labels"]]
@@ -114,7 +112,7 @@ def run_pipeline(args: argparse.Namespace, todo: list[dict], checkpoint) -> None
 
     init_ray()
     config = checkpoint.config
-    crf = not args.no_crf
+    crf = args.crf
     # Manifest rows are written per block: a crash loses at most the blocks in flight.
     per_block = args.rows_per_block or default_rows_per_block(len(todo), args.batch_size)
     dataset = ray.data.from_items(todo, override_num_blocks=max(1, math.ceil(len(todo) / per_block)))

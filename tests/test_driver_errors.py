@@ -144,3 +144,12 @@ def test_a_random_file_as_checkpoint_is_one_line_without_unsafe_advice(tmp_path,
     assert segment.main(["--input", str(tmp_path), "--output", str(tmp_path / "seg"), "--checkpoint", str(junk)]) == 2
     line = _error_line(capsys)
     assert str(junk) in line and "weights_only" not in line, line
+
+
+def test_segment_and_evaluate_both_take_crf_and_no_crf():
+    base = ["--output", "o", "--checkpoint", "c"]
+    assert segment.parse_args(["--input", "i", *base]).crf is True
+    assert segment.parse_args(["--input", "i", *base, "--no-crf"]).crf is False
+    assert evaluate.parse_args(["--data", "d", *base]).crf is False
+    assert evaluate.parse_args(["--data", "d", *base, "--crf"]).crf is True
+    assert evaluate.parse_args(["--data", "d", *base, "--crf", "--no-crf"]).crf is False

@@ -41,8 +41,12 @@ def parse_scales(text: str) -> tuple[float, ...]:
     return scales
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by segment and evaluate: how the model and the CRF run."""
+def add_model_options(parser: argparse.ArgumentParser, crf_default: bool) -> None:
+    """Options shared by segment and evaluate: how the model and the CRF run. ``--crf/--no-crf``: whether the dense
+    CRF runs (on by default for segment, off for evaluate)."""
+    parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=crf_default,
+                        help="refine with the dense CRF (" + ("on by default; --no-crf: masks are the model's argmax)"
+                                                            if crf_default else "--crf: also score the CRF's labels)"))
     parser.add_argument("--checkpoint", required=True,
                         help="a checkpoint file, a training --output folder, or a Ray Train checkpoint folder")
     parser.add_argument("--scales", type=parse_scales, default="1.0",  # a string: argparse converts it
