@@ -24,6 +24,7 @@ def cluster_state():
     # Short path: Ray's unix socket paths must stay under ~100 characters.
     state = Path(tempfile.mkdtemp(prefix="dlr-", dir="/tmp"))
     yield state
+    shutil.rmtree(local.ray_temp_dir(state), ignore_errors=True)  # Ray's session files, under a short path of their own
     shutil.rmtree(state, ignore_errors=True)
 
 

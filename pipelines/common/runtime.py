@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import uuid
@@ -18,10 +19,45 @@ def s3_env_vars() -> dict[str, str]:
     return {name: os.environ[name] for name in AWS_VARIABLES if os.environ.get(name)}
 
 
+class _DropRecords(logging.Filter):
+    """Drops log records whose message starts with one of ``prefixes``; with ``keep_only``, every record but those."""
+
+    def __init__(self, *prefixes: str, keep_only: bool = False) -> None:
+        super().__init__()
+        self.prefixes, self.keep_only = prefixes, keep_only
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        matches = record.getMessage().lstrip().startswith(self.prefixes)
+        return matches if self.keep_only else not matches
+
+
+# Ray Data's progress in a non-interactive log: a 20-line block every 10 s (one line per operator, resource figures
+# that count tasks rather than CPUs), the execution plan, and a note that progress will be logged. One line each
+# time is enough for a log: "Total Progress: rows done/total".
+_QUIET_LOGGERS = {
+    "ray.data._internal.progress.logging_progress": _DropRecords("Total Progress", keep_only=True),
+    "ray.data._internal.progress": _DropRecords("Progress will be logged"),
+    "ray.data._internal.execution.streaming_executor": _DropRecords("Execution plan of", "Starting execution of"),
+    # A local Ray turns token authentication on by itself and warns that it did, on every run: the README says so
+    # once ("Production": authentication stays on everywhere).
+    "ray._private.authentication.authentication_token_setup": _DropRecords("Token authentication is enabled"),
+}
+
+
+def quiet_ray_logging() -> None:
+    """Filter Ray's chattiest log lines (above) in this process; errors and warnings of substance stay. (Lines
+    Ray's C++ core writes itself, such as its 8.8.8.8 probe, cannot be filtered here: the README explains them.)"""
+    for name, record_filter in _QUIET_LOGGERS.items():
+        logger = logging.getLogger(name)
+        if record_filter not in logger.filters:
+            logger.addFilter(record_filter)
+
+
 def configure_ray_data() -> None:
     """Settings of this process's Ray Data context that every pipeline here relies on."""
     import ray.data
 
+    quiet_ray_logging()
     context = ray.data.DataContext.get_current()
     # Ray Data's progress inside Ray's own actors (Ray Train's data coordinator) is otherwise drawn with tqdm escape
     # codes into the driver's log: plain progress lines instead. An interactive driver keeps its bars.
@@ -42,6 +78,7 @@ def init_ray() -> None:
     """
     import ray
 
+    quiet_ray_logging()
     configure_ray_data()
     if ray.is_initialized():
         return
