@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 def keep_latest_checkpoint(run: str) -> None:
     """Delete the run's Ray Train checkpoints but the latest (~180 MB each): Ray keeps the best one and the latest,
     and the best is already exported as best_model.pt. A demo run is not resumed; a real run keeps them all."""
-    checkpoints = sorted(Path(run, train.RUN_NAME).glob("checkpoint_*"))
+    checkpoints = sorted(path for path in Path(run, train.RUN_NAME).glob("checkpoint_*") if path.is_dir())
     for folder in checkpoints[:-1]:
         shutil.rmtree(folder)
 

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import uuid
+import warnings
 from urllib.parse import urlparse
 
 import pyarrow.fs
@@ -31,26 +32,44 @@ class _DropRecords(logging.Filter):
         return matches if self.keep_only else not matches
 
 
-# Ray Data's progress in a non-interactive log: a 20-line block every 10 s (one line per operator, resource figures
-# that count tasks rather than CPUs), the execution plan, and a note that progress will be logged. One line each
-# time is enough for a log: "Total Progress: rows done/total".
-_QUIET_LOGGERS = {
+# What Ray logs on every run that a person reading the log does not need, by logger: Ray Data's non-interactive
+# progress (a 20-line block every 10 s, resource figures that count tasks rather than CPUs: one "Total Progress"
+# line is kept), its execution plan, Ray Train's bookkeeping of each report and checkpoint (our own [train] lines
+# say the same), and the notice that a local Ray turned token authentication on (the README says so once).
+_QUIET_LOGGERS: dict[str, _DropRecords] = {
     "ray.data._internal.progress.logging_progress": _DropRecords("Total Progress", keep_only=True),
     "ray.data._internal.progress": _DropRecords("Progress will be logged"),
     "ray.data._internal.execution.streaming_executor": _DropRecords("Execution plan of", "Starting execution of"),
-    # A local Ray turns token authentication on by itself and warns that it did, on every run: the README says so
-    # once ("Production": authentication stays on everywhere).
     "ray._private.authentication.authentication_token_setup": _DropRecords("Token authentication is enabled"),
+    "ray.train.v2._internal.execution.worker_group.worker_group": _DropRecords("Attempting to start",
+                                                                              "Started training worker group"),
+    "ray.train.v2._internal.execution.scaling_policy.scaling_policy": _DropRecords("Requesting resources"),
+    "ray.train.v2._internal.execution.storage": _DropRecords("Checkpoint successfully created"),
+    # This module's logger is named after its file's path, not its module.
+    "file:ray.train.v2._internal.execution.context": _DropRecords("Reporting training result"),
+    "ray.train.v2.torch.train_loop_utils": _DropRecords("Moving model to device"),
+    "ray.train.torch.config": _DropRecords("Setting up process group"),
 }
 
 
 def quiet_ray_logging() -> None:
-    """Filter Ray's chattiest log lines (above) in this process; errors and warnings of substance stay. (Lines
-    Ray's C++ core writes itself, such as its 8.8.8.8 probe, cannot be filtered here: the README explains them.)"""
+    """Filter Ray's routine log lines (above) in this process, and Ray Train's own deprecation notice about a
+    setting it uses itself; errors and warnings of substance stay. Also runs in every Ray worker process (the
+    runtime env's setup hook, see init_ray), where Ray Data's and Ray Train's coordinators log. Lines that Ray's C++
+    core writes itself (its 8.8.8.8 probe, the note on actors' constructor arguments) cannot be filtered here: the
+    README explains them."""
     for name, record_filter in _QUIET_LOGGERS.items():
+        if name.startswith("file:"):  # the module's path, found without importing it (and its package's imports)
+            import ray
+
+            parts = name.removeprefix("file:").split(".")
+            name = os.path.join(os.path.dirname(ray.__file__), *parts[1:]) + ".py"
         logger = logging.getLogger(name)
         if record_filter not in logger.filters:
             logger.addFilter(record_filter)
+    warnings.filterwarnings("ignore", message="`ExecutionOptions.exclude_resources` is deprecated")
+    # torch's c10d warns that a socket's hostname cannot be looked up, where hostnames do not resolve (containers).
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 
 
 def configure_ray_data() -> None:
@@ -87,7 +106,10 @@ def init_ray() -> None:
     job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
     given = (job.get("runtime_env") or {}).get("env_vars") or {}
     missing = {name: value for name, value in s3_env_vars().items() if name not in given}
-    ray.init(runtime_env={"env_vars": missing} if missing else None, log_to_driver=True)
+    runtime_env: dict = {"env_vars": missing} if missing else {}
+    if "worker_process_setup_hook" not in (job.get("runtime_env") or {}):
+        runtime_env["worker_process_setup_hook"] = f"{__name__}.quiet_ray_logging"
+    ray.init(runtime_env=runtime_env or None, log_to_driver=True)
 
 
 def check_cluster_address(timeout: float = 10.0) -> None:
