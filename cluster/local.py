@@ -70,9 +70,17 @@ def load_settings(state: Path, bucket: str | None = None, s3_port: int | None = 
     return settings
 
 
+# Ray resolves a node address of 127.0.0.1 to the machine's routable one, and then serves on every interface. Ray's
+# switch for single-machine clusters (named for the platforms where it is the default) keeps every node address, and
+# with it every server, on 127.0.0.1: what a cluster of this machine's own wants. Drivers need it too, to find
+# their node's raylet at the same address.
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
 def client_environment(settings: Settings) -> dict[str, str]:
     """What a client (a driver, `ray job submit`, boto3/s3fs) needs to reach this cluster and its bucket."""
     return {
+        **LOOPBACK_ONLY,
         "RAY_ADDRESS": f"{HOST}:{GCS_PORT}",
         "RAY_API_SERVER_ADDRESS": f"http://{HOST}:{DASHBOARD_PORT}",
         "RAY_AUTH_MODE": "token",
@@ -178,7 +186,7 @@ def _wait_bucket(settings: Settings, log: Path, seconds: float = 30) -> None:
 
 
 def ray_environment(settings: Settings) -> dict[str, str]:
-    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": settings.auth_token}
+    return {**os.environ, **LOOPBACK_ONLY, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": settings.auth_token}
 
 
 def ray_temp_dir(state: Path) -> Path:

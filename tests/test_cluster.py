@@ -107,3 +107,22 @@ def test_stop_ray_ends_only_this_clusters_processes(tmp_path):
     finally:
         ours.kill()
         theirs.kill()
+
+
+def test_every_server_of_the_cluster_and_its_workers_listens_on_loopback_only(ray_cluster, cluster_state, s3):
+    """Ray maps a node address of 127.0.0.1 to the machine's routable one and then serves on every interface, unless
+    told the machine is a cluster of its own (cluster.local.LOOPBACK_ONLY). Holds with a routable interface present
+    (checked in a network namespace with a veth address) and without one: a wildcard bind shows as 0.0.0.0 or ::."""
+    import psutil
+    import ray
+
+    ray.init(address="auto" if not os.environ.get("RAY_ADDRESS") else None, ignore_reinit_error=True)
+    assert ray.get([ray.remote(lambda: 1).remote() for _ in range(2)]) == [1, 1]  # workers started, serving
+    pids = {process.pid for process in local.cluster_processes(cluster_state)} | {os.getpid()}
+    listening = [(conn.laddr.ip, conn.laddr.port, conn.pid) for conn in psutil.net_connections(kind="inet")
+                 if conn.status == psutil.CONN_LISTEN and conn.pid in pids]
+    assert len({pid for _, _, pid in listening}) >= 3, listening  # GCS, raylet, workers, this driver at least
+    assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip, _, _ in listening), listening
+    weed = [conn.laddr.ip for conn in psutil.net_connections(kind="inet")
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == s3.s3_port]
+    assert weed and all(ip == "127.0.0.1" for ip in weed), weed

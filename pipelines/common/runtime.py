@@ -12,7 +12,15 @@ from urllib.parse import urlparse
 
 import pyarrow.fs
 
+from cluster.local import LOOPBACK_ONLY
 from deeplab_core.io import AWS_VARIABLES, filesystem, join_uri, protocol_of, s3_options, write_bytes
+
+if not os.environ.get("RAY_ADDRESS"):
+    # A driver with no cluster to join starts a Ray of its own, on this machine only: keep it on 127.0.0.1 (Ray reads
+    # this when first imported, hence here, before any driver imports it). Never for a cluster: its nodes need their
+    # routable addresses, and a submitted job's driver has RAY_ADDRESS set.
+    for _name, _value in LOOPBACK_ONLY.items():
+        os.environ.setdefault(_name, _value)
 
 
 
