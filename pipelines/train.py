@@ -39,7 +39,10 @@ RUN_NAME = "train"
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """The run's ``TrainConfig``: flags over a YAML ``--config`` over the defaults, the recipe filling the rest."""
-    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.train", description=__doc__.split("\n\n")[0],
+        # --data and --output are required, but may come from --config: argparse would print them as optional.
+        usage="python -m pipelines.train --data URI --output URI [--val-data URI] [--config FILE.yaml] [options]")
     parser.add_argument("--config", default=argparse.SUPPRESS,
                         help="YAML file of options (keys are the flag names); flags override it")
     add_train_options(parser)

@@ -44,6 +44,9 @@ def test_an_unwritable_output_is_refused_before_any_work(tmp_path, tiny_checkpoi
     assert segment.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "a-file" / "out"),
                          "--checkpoint", tiny_checkpoint]) == 2
     assert "is not writable" in _error_line(capsys)
+    assert segment.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "a-file"),
+                         "--checkpoint", tiny_checkpoint]) == 2
+    assert "a-file is a file; give a folder" in _error_line(capsys)
 
 
 @pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--iterations", "-5"], ["--crop-size", "x"],

@@ -182,9 +182,11 @@ def explain(error: Exception) -> str:
 def check_writable(output: str) -> None:
     """Write and delete a probe file, so that an unwritable --output fails before any work is done."""
     probe = join_uri(output, f".write-test-{uuid.uuid4().hex[:8]}")
+    fs, path = filesystem(output)
+    if fs.isfile(path):
+        raise OSError(f"--output {output} is a file; give a folder (or prefix) for the outputs")
     try:
         write_bytes(probe, b"")
     except OSError as err:
         raise OSError(f"--output {output} is not writable ({type(err).__name__}: {err})") from None
-    fs, path = filesystem(probe)
-    fs.rm(path)
+    fs.rm(filesystem(probe)[1])
