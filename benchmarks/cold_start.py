@@ -29,11 +29,12 @@ def child(args: argparse.Namespace) -> None:
 
     imported = time.perf_counter()
     from deeplab_core.checkpoint import load_model
+    from deeplab_core.inference_settings import InferenceSettings
     from deeplab_core.runner import ModelRunner
 
     model, _ = load_model(args.checkpoint)
     loaded = time.perf_counter()
-    runner = ModelRunner(model, args.device, "auto", batch_size=args.batch_size,
+    runner = ModelRunner(model, InferenceSettings(batch_size=args.batch_size), args.device,
                          autotune_after=0 if args.autotune else sys.maxsize)
     if runner.on_gpu:
         torch.cuda.synchronize()

@@ -32,7 +32,7 @@ import torch
 
 from benchmarks.memory_bandwidth import memory_bandwidth
 from deeplab_core.crf import CRFParams, dense_crf_marginals, refine_low_res, select_labels
-from deeplab_core.inference import as_tensor, upsample_logits
+from deeplab_core.inference import TRANSPORT_DTYPE, as_tensor, upsample_logits
 from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.synthetic import MODEL_OUTPUT_FAMILIES, make_sample, simulated_case
 
@@ -48,7 +48,7 @@ def make_cases(family: str, count: int, size: int, classes: int, seed: int, mode
         return [(*simulated_case(rng, family, size, classes), STRIDE) for _ in range(count)]
     from deeplab_core.runner import ModelRunner
 
-    runner = ModelRunner(model, "cpu")
+    runner = ModelRunner(model, device="cpu")
     cases = []
     for _ in range(count):
         image, mask = make_sample(rng, size=size, num_classes=model.num_classes)
@@ -212,7 +212,7 @@ def crf_stage_scaling(cases: list[tuple], cpus: int, per_cpu: int, nodes: int = 
     from pipelines.common.stages import Refiner
 
     count = per_cpu * cpus
-    inputs = [(image, low.astype(np.float16)) for image, _, low, _ in cases]
+    inputs = [(image, low.astype(TRANSPORT_DTYPE)) for image, _, low, _ in cases]
 
     def attach_case(batch: dict) -> dict:
         # The images and logits are made in the CRF task itself (the two steps fuse into one task): the driver

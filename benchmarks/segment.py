@@ -33,6 +33,7 @@ import torch
 
 from benchmarks.crf import labels_kept
 from deeplab_core.checkpoint import load_model, save_checkpoint
+from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import decode_image, read_bytes
 from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.models import build_model
@@ -154,7 +155,7 @@ def run_segment(inputs: str, output: str, checkpoint: str, args: argparse.Namesp
     return PipelineRun(table.num_rows / elapsed, steady, written[0] - started_clock,
                        sum(table.column("seconds_model").to_pylist()) / elapsed,
                        float(np.mean(table.column("seconds_crf").to_pylist())),
-                       (os.cpu_count() or 1) - segment.parse_args(argv).cpus_per_actor)
+                       (os.cpu_count() or 1) - segment.parse_args(argv).resources.cpus_per_actor)
 
 
 def run_evaluate(data: str, split: str, output: str, checkpoint: str, args: argparse.Namespace) -> tuple[float, float]:
@@ -215,8 +216,8 @@ def compare_segment(runner: ModelRunner, model, uris: list[str], checkpoint: str
     alone = model_alone(runner, sample[0], args.batch_size, repeats)
     runner_rate = runner_alone(runner, sample, args.batch_size, repeats)
     bare, bare_labels = bare_loop(runner, uris, args.batch_size, args.workers)
-    fp32 = ModelRunner(model, args.device, "fp32", batch_size=args.batch_size)
-    half = ModelRunner(model, args.device, "bf16", batch_size=args.batch_size)
+    fp32 = ModelRunner(model, InferenceSettings(precision="fp32", batch_size=args.batch_size), args.device)
+    half = ModelRunner(model, InferenceSettings(precision="bf16", batch_size=args.batch_size), args.device)
     agreement = np.mean([np.mean(a == b) for a, b in zip(fp32.labels(sample), half.labels(sample))])
     print(f"model alone            {alone:8.2f} images/s  (normalised batches on the device)")
     print(f"ModelRunner alone      {runner_rate:8.2f} images/s  (decoded uint8 images in, labels out, calls queued)")
@@ -292,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.bare_child:
         model, _ = load_model(args.checkpoint)
-        runner = ModelRunner(model, args.device, args.precision, batch_size=args.batch_size)
+        settings = InferenceSettings(precision=args.precision, batch_size=args.batch_size)
+        runner = ModelRunner(model, settings, args.device)
         bare_loop(runner, Path(args.bare_child).read_text().split(), args.batch_size, args.workers)
         return 0
 
@@ -306,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     data = str(work / "data")
     generate(data, num_images=2 * args.distinct, size=args.size, num_classes=classes, seed=0, val_fraction=0.5)
     uris = copies(sorted(Path(data, "JPEGImages").glob("*.jpg"))[: args.distinct], work / "inputs", args.images)
-    runner = ModelRunner(model, args.device, args.precision, batch_size=args.batch_size)
+    runner = ModelRunner(model, InferenceSettings(precision=args.precision, batch_size=args.batch_size),
+                         args.device)
     device = f"{args.device} ({torch.cuda.get_device_name()})" if args.device == "cuda" else args.device
     print(f"{len(uris)} images {args.size}x{args.size}, {loaded.config['arch']}/{loaded.config['backbone']} "
           f"stride {model.output_stride}, {classes} classes, device {device}, precision {runner.precision}, "

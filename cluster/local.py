@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from deeplab_core.io import AWS_VARIABLES
+from deeplab_core.io import s3_variables
 
 DEFAULT_STATE = Path(".state/local")
 HOST = "127.0.0.1"
@@ -95,8 +95,7 @@ def client_environment(settings: Settings) -> dict[str, str]:
 def s3_runtime_env(environment: dict[str, str] | None = None) -> dict:
     """A runtime_env passing the S3 variables to a job's every process (Ray Train's controller does not inherit
     the submitting shell's environment), for ``ray job submit --runtime-env-json``."""
-    environment = environment if environment is not None else dict(os.environ)
-    return {"env_vars": {name: environment[name] for name in AWS_VARIABLES if environment.get(name)}}
+    return {"env_vars": s3_variables(environment)}
 
 
 def _port_in_use(port: int) -> bool:
@@ -242,8 +241,7 @@ def start_ray_head(state: Path, settings: Settings, num_cpus: int | None = None,
         command.append(f"--num-cpus={num_cpus}")
     if not job_api:
         command.append("--include-dashboard=false")
-    env = {**ray_environment(settings), **{k: v for k, v in client_environment(settings).items()
-                                           if k.startswith("AWS_")}}
+    env = {**ray_environment(settings), **s3_variables(client_environment(settings))}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     if result.returncode != 0:
         raise ClusterError(f"`ray start --head` failed:\n{result.stdout}\n{result.stderr}")
@@ -255,8 +253,7 @@ def start_ray_head(state: Path, settings: Settings, num_cpus: int | None = None,
 
 def start_ray_worker(state: Path, settings: Settings, num_cpus: int, node_manager_port: int) -> None:
     """A second Ray node on this machine joining the head (for tests of node failures)."""
-    env = {**ray_environment(settings), **{k: v for k, v in client_environment(settings).items()
-                                           if k.startswith("AWS_")}}
+    env = {**ray_environment(settings), **s3_variables(client_environment(settings))}
     command = [_require("ray", "ray[default]"), "start", f"--address={HOST}:{GCS_PORT}",
                f"--node-ip-address={HOST}", f"--num-cpus={num_cpus}", f"--node-manager-port={node_manager_port}",
                "--disable-usage-stats"]

@@ -20,7 +20,7 @@ from torch import nn
 
 from deeplab_core.inference import IMAGENET_MEAN, IMAGENET_STD
 from deeplab_core.io import exists, is_dir, join_uri, list_files, read_bytes, write_bytes
-from deeplab_core.models import DeepLab, build_model
+from deeplab_core.models import DeepLab, build_model, unwrap
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_MODEL_FILE = "best_model.pt"
@@ -29,11 +29,6 @@ CONFIG_KEYS = ("arch", "backbone", "output_stride", "num_classes", "class_names"
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or incomplete; the message names the URI."""
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel (or DataParallel) wrapper; the model itself otherwise."""
-    return model.module if hasattr(model, "module") else model
 
 
 def model_config(model: nn.Module, class_names: list[str] | None = None,

@@ -1,5 +1,4 @@
-"""Running a model over batches of images on one device, as fast as the device allows, and the whole per-image
-segmentation computation built on it.
+"""Running a model over batches of images on one device, as fast as the device allows.
 
 ``ModelRunner`` takes uint8 images straight from the decoder: they are stacked and padded as uint8 (a quarter of
 float32's bytes), copied to the device from pinned memory without blocking, normalised there, and run in the chosen
@@ -8,7 +7,7 @@ rounded to ``TRANSPORT_DTYPE`` (what the CRF needs) or, without a CRF, the label
 on the device too and only uint8 labels come back.
 
 Images are batched only with others of the same stride-padded size, so each is padded exactly as when segmented
-alone: a pipeline's results equal ``segment_image``'s.
+alone: a pipeline's results equal ``deeplab_core.segmentation.segment_image``'s.
 """
 
 from __future__ import annotations
@@ -23,14 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from deeplab_core.crf import PAPER_PARAMS, CRFParams, refine_low_res
 from deeplab_core.inference import (
-    IMAGENET_MEAN, IMAGENET_STD, as_tensor, low_res_size, predict_low_res, upsample_logits, working_size,
+    IMAGENET_MEAN, IMAGENET_STD, TRANSPORT_DTYPE, as_tensor, low_res_size, predict_low_res, upsample_logits,
 )
-from deeplab_core.io import resize_image, resize_labels
+from deeplab_core.inference_settings import PRECISIONS, InferenceSettings
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+TORCH_TRANSPORT_DTYPE = torch.from_numpy(np.zeros(0, TRANSPORT_DTYPE)).dtype
 # A model call never holds more padded pixels than this (unless one image alone is larger): 8 images of 513 x 513,
 # or one of 2048 x 2048. It bounds the activations' memory whatever the image sizes.
 DEFAULT_BATCH_PIXELS = 2048 * 2048
@@ -64,6 +62,16 @@ class ModelOutput:
     labels: list[np.ndarray] | None
 
 
+@dataclass
+class BatchOutput:
+    """``ModelRunner.run``'s result, per image in the order given: logits and/or labels (None where not asked for
+    or where the image's model call failed), and the error of that call (None when it ran)."""
+
+    logits: list[np.ndarray | None]
+    labels: list[np.ndarray | None]
+    errors: list[Exception | None]
+
+
 class PendingOutput:
     """A model call queued on the device (``ModelRunner.submit``); ``result()`` waits for it and crops each image's
     share out of the padded batch."""
@@ -89,28 +97,29 @@ class PendingOutput:
 class ModelRunner:
     """A model on a device with its preprocessing, precision, batching and autotuning policy.
 
-    ``autotune_after``: cuDNN autotunes a batch shape's calls once more than this many have been made (0: from
-    the first; GPUs only).
+    ``settings``: scales, flip, precision and batch size are used here (size limits and the CRF are the caller's).
+    ``mean`` / ``std``: the model's normalisation (its checkpoint's). ``autotune_after``: cuDNN autotunes a batch
+    shape's calls once more than this many have been made (0: from the first; GPUs only).
     """
 
-    def __init__(self, model: nn.Module, device: torch.device | str | None = None, precision: str = "auto",
-                 scales: Sequence[float] = (1.0,), flip: bool = False, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, batch_size: int = 8,
-                 batch_pixels: int = DEFAULT_BATCH_PIXELS, autotune_after: int = AUTOTUNE_AFTER_CALLS) -> None:
-        if batch_size < 1 or batch_pixels < 1:
-            raise ValueError(f"batch_size and batch_pixels must be >= 1, got {batch_size} and {batch_pixels}")
+    def __init__(self, model: nn.Module, settings: InferenceSettings = InferenceSettings(),
+                 device: torch.device | str | None = None, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, batch_pixels: int = DEFAULT_BATCH_PIXELS,
+                 autotune_after: int = AUTOTUNE_AFTER_CALLS) -> None:
+        if batch_pixels < 1:
+            raise ValueError(f"batch_pixels must be >= 1, got {batch_pixels}")
         self.device = torch.device(device) if device is not None else default_device()
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = resolve_precision(settings.precision, self.device)
         self.on_gpu = self.device.type == "cuda"
         self.model = model.eval().to(self.device)
         if self.on_gpu:
             # channels_last lets cuDNN use its NHWC tensor-core kernels; on CPUs it would only change the rounding.
             self.model.to(memory_format=torch.channels_last)
         self.stride = model.output_stride
-        self.scales, self.flip = tuple(scales), flip
+        self.scales, self.flip = settings.scales, settings.flip
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self.batch_size, self.batch_pixels = batch_size, batch_pixels
+        self.batch_size, self.batch_pixels = settings.batch_size, batch_pixels
         self.calls_by_shape: Counter[tuple[int, ...]] = Counter()
         self.autotune_after = autotune_after
 
@@ -126,6 +135,28 @@ class ModelRunner:
             per_call = max(1, min(self.batch_size, self.batch_pixels // pixels))
             calls.extend(members[start: start + per_call] for start in range(0, len(members), per_call))
         return calls
+
+    def run(self, images: Sequence[np.ndarray], logits: bool = False, labels: bool = False) -> BatchOutput:
+        """Every image through the model, in as few calls as ``plan`` allows, all queued on the device before any
+        result is awaited (the host stacks and copies the next call's images while the device runs the current one).
+        A call that fails (out of memory on one group, say) fails its images only: their ``errors`` say why."""
+        count = len(images)
+        out = BatchOutput([None] * count, [None] * count, [None] * count)
+        pending = []
+        for call in self.plan([image.shape[:2] for image in images]):
+            try:
+                pending.append((call, self.submit([images[index] for index in call], logits=logits, labels=labels)))
+            except Exception as err:  # noqa: BLE001 - recorded per image; the other calls go on
+                for index in call:
+                    out.errors[index] = err
+        for call, submitted in pending:
+            result = submitted.result()
+            for position, index in enumerate(call):
+                if result.logits is not None:
+                    out.logits[index] = result.logits[position]
+                if result.labels is not None:
+                    out.labels[index] = result.labels[position]
+        return out
 
     def low_res(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Each image's C x ceil(H/s) x ceil(W/s) logits as ``TRANSPORT_DTYPE``; the images share a padded size."""
@@ -175,7 +206,7 @@ class ModelRunner:
                 low = predict_low_res(self.model, batch, self.scales, self.flip)
         finally:
             torch.backends.cudnn.benchmark = previous
-        return low.to(torch.float16)
+        return low.to(TORCH_TRANSPORT_DTYPE)
 
     def autotune(self, shape: tuple[int, ...]) -> bool:
         """Whether cuDNN autotunes the calls of this batch shape: on a GPU, once it has come often enough to repay
@@ -202,23 +233,3 @@ class ModelRunner:
             batch[index, :, :, image.shape[1]:] = 0.0
         memory_format = torch.channels_last if self.on_gpu else torch.contiguous_format
         return batch.contiguous(memory_format=memory_format)
-
-
-def segment_image(model: nn.Module, image: np.ndarray, scales: Sequence[float] = (1.0,), flip: bool = False,
-                  crf: bool = True, max_side: int | None = None, max_pixels: int | None = None,
-                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                  precision: str = "auto", crf_params: CRFParams = PAPER_PARAMS) -> np.ndarray:
-    """The whole per-image computation of the segmentation pipeline, in-process: H x W uint8 labels.
-
-    The image is shrunk to fit ``max_side`` and ``max_pixels``, run through a ``ModelRunner`` on the model's
-    device, refined by the CRF from the transported low-resolution logits (or arg-maxed on the device), and the
-    labels resized back to the input's size.
-    """
-    height, width = image.shape[:2]
-    working = resize_image(image, working_size(height, width, max_side, max_pixels))
-    runner = ModelRunner(model, next(model.parameters()).device, precision, scales, flip, mean, std)
-    if crf:
-        labels = refine_low_res(working, runner.low_res([working])[0], runner.stride, crf_params).astype(np.uint8)
-    else:
-        labels = runner.labels([working])[0]
-    return resize_labels(labels, (height, width))

@@ -9,7 +9,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from deeplab_core.io.images import IGNORE_INDEX
+from deeplab_core.labels import IGNORE_INDEX
+from deeplab_core.models import unwrap
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float, momentum: 
 
     ``model`` may be wrapped (DistributedDataParallel): its ``.module`` is used. Frozen parameters are left out.
     """
-    net = model.module if hasattr(model, "module") else model
+    net = unwrap(model)
     backbone = [p for p in net.backbone.parameters() if p.requires_grad]
     head = [p for p in net.classifier.parameters() if p.requires_grad]
     return torch.optim.SGD(

@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,7 +22,10 @@ from deeplab_core.data import image_uri, mask_uri, read_split
 from deeplab_core.io import join_uri, normalize_uri, resize_labels, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
 from pipelines.common.charts import render_confusion_matrices
-from pipelines.common.options import HelpFormatter, add_model_options, model_actor_count
+from deeplab_core.inference_settings import InferenceSettings
+from pipelines.common.options import (
+    HelpFormatter, ModelResources, add_model_options, inference_settings, model_actor_count, model_resources,
+)
 from pipelines.common.runtime import check_cluster_address, check_writable, explain, is_user_error
 from pipelines.common.sizing import crf_sizing_line
 
@@ -53,7 +57,22 @@ class Scorer:
                 "precisions": [json.dumps(precisions)], "costs": [json.dumps(costs)]}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """What one evaluation does: ``run(config)`` is the command line's ``main`` without the parsing. The model runs
+    at ``inference.precision`` (auto: bf16 on GPUs that support it), which the report records; validation during
+    training scores at fp32 instead (``pipelines.common.train_loop.evaluate_shard``)."""
+
+    data: str
+    output: str
+    checkpoint: str
+    split: str = "val"
+    inference: InferenceSettings = InferenceSettings(crf=None)
+    resources: ModelResources = ModelResources()
+    allow_failures: bool = False
+
+
+def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
     parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("--data", required=True, type=normalize_uri, help="VOC-layout dataset root")
@@ -64,54 +83,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="exit 0 even when some images could not be read or scored (they are listed in the "
                              "report either way)")
     add_model_options(parser, crf_default=False)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    return EvaluateConfig(args.data, args.output, args.checkpoint, args.split, inference_settings(args),
+                          model_resources(args), args.allow_failures)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return run(parse_args(argv))
+
+
+def run(config: EvaluateConfig) -> int:
+    """Score ``config.checkpoint`` on ``config.data``'s split; the exit status (see the README's exit codes)."""
+    crf = config.inference.crf is not None
     try:
-        checkpoint = load_checkpoint(args.checkpoint)
+        checkpoint = load_checkpoint(config.checkpoint)
         build_from_checkpoint(checkpoint)  # a config that does not fit the weights fails here, not in every actor
-        ids = read_split(args.data, args.split)
-        check_writable(args.output)
+        ids = read_split(config.data, config.split)
+        check_writable(config.output)
         check_cluster_address()
     except Exception as err:  # noqa: BLE001 - a user's mistake is one line; anything else keeps its traceback
         if not is_user_error(err):
             raise
         print(f"error: {explain(err)}", file=sys.stderr)
         return 2
-    config = checkpoint.config
-    print(f"[evaluate] {len(ids)} images of {args.data} ({args.split}) with model {checkpoint.digest}", flush=True)
+    print(f"[evaluate] {len(ids)} images of {config.data} ({config.split}) with model {checkpoint.digest}", flush=True)
 
-    plain, refined, failures, precision, costs = run_pipeline(args, ids, checkpoint)
+    plain, refined, failures, precision, costs = run_pipeline(config, ids, checkpoint)
 
     report = {
-        "data": args.data, "split": args.split, "model": checkpoint.digest, "checkpoint": checkpoint.uri,
-        "scales": list(args.scales), "flip": args.flip, "precision": precision, "images": len(ids), "failed": failures,
-        "without_crf": plain.summary(config["class_names"]),
+        "data": config.data, "split": config.split, "model": checkpoint.digest, "checkpoint": checkpoint.uri,
+        "scales": list(config.inference.scales), "flip": config.inference.flip, "precision": precision,
+        "images": len(ids), "failed": failures,
+        "without_crf": plain.summary(checkpoint.config["class_names"]),
     }
-    if args.crf:
-        report["with_crf"] = refined.summary(config["class_names"])
-    write_bytes(join_uri(args.output, REPORT_FILE), json.dumps(report, indent=2).encode())
-    matrices = {"without CRF": plain, "with CRF": refined} if args.crf else {"without CRF": plain}
-    write_bytes(join_uri(args.output, MATRIX_FILE), render_confusion_matrices(matrices, config["class_names"]))
+    if crf:
+        report["with_crf"] = refined.summary(checkpoint.config["class_names"])
+    write_bytes(join_uri(config.output, REPORT_FILE), json.dumps(report, indent=2).encode())
+    matrices = {"without CRF": plain, "with CRF": refined} if crf else {"without CRF": plain}
+    write_bytes(join_uri(config.output, MATRIX_FILE),
+                render_confusion_matrices(matrices, checkpoint.config["class_names"]))
     line = f"[evaluate] mIoU without CRF {plain.miou():.4f} (pixel accuracy {plain.pixel_accuracy():.4f})"
-    if args.crf:
+    if crf:
         line += f"; with CRF {refined.miou():.4f} (pixel accuracy {refined.pixel_accuracy():.4f})"
-    print(f"{line}; {len(failures)} images failed; report in {join_uri(args.output, REPORT_FILE)}", flush=True)
-    if args.crf:
+    print(f"{line}; {len(failures)} images failed; report in {join_uri(config.output, REPORT_FILE)}", flush=True)
+    if crf:
         sizing = crf_sizing_line(costs["seconds_crf"], costs["crf_labels"], costs["seconds_model"],
-                                 model_actor_count(args)[0])
+                                 model_actor_count(config.resources)[0])
         if sizing:
             print(f"[evaluate] {sizing}", flush=True)
-    if failures and not args.allow_failures:
+    if failures and not config.allow_failures:
         print(f"error: {len(failures)} of {len(ids)} images failed (first: {failures[0]}); the scores above leave "
               "them out; pass --allow-failures to accept that", file=sys.stderr)
         return 1
     return 0
 
 
-def run_pipeline(args: argparse.Namespace, ids: list[str],
+def run_pipeline(config: EvaluateConfig, ids: list[str],
                  checkpoint) -> tuple[ConfusionMatrix, ConfusionMatrix, list, str, dict[str, list]]:
     import ray.data
 
@@ -120,11 +147,12 @@ def run_pipeline(args: argparse.Namespace, ids: list[str],
 
     init_ray()
     num_classes = checkpoint.config["num_classes"]
-    items = [{"uri": image_uri(args.data, i), "label_uri": mask_uri(args.data, i), "error": ""} for i in ids]
-    blocks = math.ceil(len(items) / default_rows_per_block(len(items), args.batch_size))
-    dataset = add_model_stages(ray.data.from_items(items, override_num_blocks=blocks), args, checkpoint, crf=args.crf,
-                               plain=True, keep_image=False, num_classes=num_classes)
-    dataset = dataset.map_batches(Scorer(num_classes, args.crf), batch_size=16)
+    crf = config.inference.crf is not None
+    items = [{"uri": image_uri(config.data, i), "label_uri": mask_uri(config.data, i), "error": ""} for i in ids]
+    blocks = math.ceil(len(items) / default_rows_per_block(len(items), config.inference.batch_size))
+    dataset = add_model_stages(ray.data.from_items(items, override_num_blocks=blocks), checkpoint, config.inference,
+                               config.resources, plain=True, keep_image=False, num_classes=num_classes)
+    dataset = dataset.map_batches(Scorer(num_classes, crf), batch_size=16)
     plain, refined, failures, precisions = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes), [], set()
     costs: dict[str, list] = {"seconds_model": [], "seconds_crf": [], "crf_labels": []}
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):

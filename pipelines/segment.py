@@ -19,18 +19,36 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import dataclass
 
 from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
+from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import join_uri, normalize_uri
 from pipelines.common.inputs import assign_output_names, list_inputs
 from pipelines.common.manifest import compact, completed, record_errors, run_folder
-from pipelines.common.options import HelpFormatter, add_model_options, model_actor_count, positive_int
+from pipelines.common.options import (
+    HelpFormatter, ModelResources, add_model_options, inference_settings, model_actor_count, model_resources,
+    positive_int,
+)
 from pipelines.common.runtime import check_cluster_address, check_writable, explain, is_user_error
 from pipelines.common.sizing import crf_sizing_line
 from pipelines.common.stages import MAX_ROWS_PER_BLOCK, TASK_RETRIES, describe
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class SegmentConfig:
+    """What one segmentation run does: ``run(config)`` is the command line's ``main`` without the parsing."""
+
+    input: str  # a folder or prefix of images, or a .txt / .parquet list of URIs (normalize_uri's form)
+    output: str
+    checkpoint: str
+    inference: InferenceSettings = InferenceSettings()
+    resources: ModelResources = ModelResources()
+    overlay: bool = False
+    rows_per_block: int | None = None
+
+
+def parse_args(argv: list[str] | None = None) -> SegmentConfig:
     parser = argparse.ArgumentParser(prog="python -m pipelines.segment", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("--input", required=True, type=normalize_uri,
@@ -42,24 +60,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows-per-block", type=positive_int, default=None,
                         help=f"inputs per Ray Data block (default: enough blocks for every CPU, at most "
                              f"{MAX_ROWS_PER_BLOCK}); a crash loses at most the blocks in flight")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    return SegmentConfig(args.input, args.output, args.checkpoint, inference_settings(args), model_resources(args),
+                         args.overlay, args.rows_per_block)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return run(parse_args(argv))
+
+
+def run(config: SegmentConfig) -> int:
+    """Segment ``config.input`` into ``config.output``; the exit status (see the README's exit codes)."""
+    crf = config.inference.crf is not None
     try:
-        checkpoint = load_checkpoint(args.checkpoint)
+        checkpoint = load_checkpoint(config.checkpoint)
         build_from_checkpoint(checkpoint)  # a config that does not fit the weights fails here, not in every actor
-        inputs = list_inputs(args.input, exclude=args.output)
-        done = completed(args.output)
-        check_writable(args.output)
+        inputs = list_inputs(config.input, exclude=config.output)
+        done = completed(config.output)
+        check_writable(config.output)
         check_cluster_address()
     except Exception as err:  # noqa: BLE001 - a user's mistake is one line; anything else keeps its traceback
         if not is_user_error(err):
             raise
         print(f"error: {explain(err)}", file=sys.stderr)
         return 2
-    masks = join_uri(args.output, "masks") + "/"
+    masks = join_uri(config.output, "masks") + "/"
     taken = {mask.removeprefix(masks): uri for uri, mask in done.items() if mask and mask.startswith(masks)}
     todo = [item for item in assign_output_names(inputs, taken) if item["uri"] not in done]
     print(f"[segment] {len(inputs)} inputs, {len(inputs) - len(todo)} already done, {len(todo)} to segment "
@@ -68,34 +93,34 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if todo:
         try:
-            run_pipeline(args, todo, checkpoint)
+            run_pipeline(config, todo, checkpoint)
         except Exception as err:  # noqa: BLE001 - e.g. the output's storage went away: what finished is kept
             print(f"error: the run stopped before finishing ({describe(err)}); the inputs it finished are in the "
                   f"manifest: re-run the same command to do the rest", file=sys.stderr)
             return 1
     elapsed = time.monotonic() - started
 
-    manifest = compact(args.output)
+    manifest = compact(config.output)
     reported = set(manifest.column("uri").to_pylist())
     unreported = {item["uri"]: "TaskFailedError: the task holding this input failed twice (its worker or node died, "
                                "out of memory, or storage was unreachable); re-run to retry"
                   for item in todo if item["uri"] not in reported}
     if unreported:
-        record_errors(args.output, unreported, args.crf, checkpoint.digest)
-        manifest = compact(args.output)
+        record_errors(config.output, unreported, crf, checkpoint.digest)
+        manifest = compact(config.output)
     wanted = {item["uri"] for item in inputs}
     statuses = [s for u, s in zip(manifest.column("uri").to_pylist(), manifest.column("status").to_pylist())
                 if u in wanted]
     ok, failed = statuses.count("ok"), statuses.count("error")
     rate = len(todo) / elapsed if todo and elapsed > 0 else 0.0
     print(f"[segment] done: {ok} ok, {failed} failed of {len(inputs)} inputs; {len(todo)} processed this run at "
-          f"{rate:.2f} images/s; masks in {args.output}/masks, manifest in {args.output}/manifest", flush=True)
-    if args.crf and todo:
+          f"{rate:.2f} images/s; masks in {config.output}/masks, manifest in {config.output}/manifest", flush=True)
+    if crf and todo:
         this_run = {item["uri"] for item in todo}
         rows = [row for row in manifest.select(["uri", "status", "seconds_model", "seconds_crf", "crf_labels"])
                 .to_pylist() if row["uri"] in this_run and row["status"] == "ok" and row["crf_labels"]]
         line = crf_sizing_line([row["seconds_crf"] for row in rows], [row["crf_labels"] for row in rows],
-                               [row["seconds_model"] for row in rows], model_actor_count(args)[0])
+                               [row["seconds_model"] for row in rows], model_actor_count(config.resources)[0])
         if line:
             print(f"[segment] {line}", flush=True)
     if todo and ok == 0:
@@ -104,25 +129,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_pipeline(args: argparse.Namespace, todo: list[dict], checkpoint) -> None:
+def run_pipeline(config: SegmentConfig, todo: list[dict], checkpoint) -> None:
     import ray.data
 
     from pipelines.common.runtime import init_ray, pyarrow_storage
     from pipelines.common.stages import ManifestWriter, add_model_stages, default_rows_per_block
 
     init_ray()
-    config = checkpoint.config
-    crf = args.crf
+    crf = config.inference.crf is not None
     # Manifest rows are written per block: a crash loses at most the blocks in flight.
-    per_block = args.rows_per_block or default_rows_per_block(len(todo), args.batch_size)
+    per_block = config.rows_per_block or default_rows_per_block(len(todo), config.inference.batch_size)
     dataset = ray.data.from_items(todo, override_num_blocks=max(1, math.ceil(len(todo) / per_block)))
-    dataset = add_model_stages(dataset, args, checkpoint, crf=crf, plain=not crf, keep_image=args.overlay)
+    dataset = add_model_stages(dataset, checkpoint, config.inference, config.resources, plain=not crf,
+                               keep_image=config.overlay)
     if crf:
         dataset = dataset.repartition(target_num_rows_per_block=per_block)  # CRF rows travel one per block
     # batch_size=None: one batch per block, so finished blocks reach the manifest without waiting for others
-    dataset = dataset.map_batches(ManifestWriter(args.output, config["num_classes"], checkpoint.digest, crf,
-                                                 args.overlay), batch_size=None, **TASK_RETRIES)
-    path, filesystem = pyarrow_storage(run_folder(args.output))
+    dataset = dataset.map_batches(ManifestWriter(config.output, checkpoint.config["num_classes"], checkpoint.digest,
+                                                 crf, config.overlay), batch_size=None, **TASK_RETRIES)
+    path, filesystem = pyarrow_storage(run_folder(config.output))
     # A block whose task failed twice is skipped instead of failing the job; main() records its inputs as errors.
     # Set for this run only: the context is the process's, and a training run in it must not skip bad data.
     context = ray.data.DataContext.get_current()

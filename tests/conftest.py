@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cluster import local
+from deeplab_core.io import s3_variables
 from tests.helpers import NUM_CLASSES, SMALL_MODEL, TRAINED_ITERATIONS
 
 # Two physical cores here; four logical CPUs let two training workers and Ray Data's tasks run side by side.
@@ -34,7 +35,7 @@ def s3(cluster_state):
     settings = local.load_settings(cluster_state, bucket="test-bucket")
     local.start_s3(cluster_state, settings)
     saved = dict(os.environ)
-    os.environ.update({k: v for k, v in local.client_environment(settings).items() if k.startswith("AWS_")})
+    os.environ.update(s3_variables(local.client_environment(settings)))
     yield settings
     os.environ.clear()
     os.environ.update(saved)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from deeplab_core.checkpoint import save_checkpoint
+from deeplab_core.crf import PAPER_PARAMS
 from deeplab_core.io import encode_palette_png, write_bytes
 from deeplab_core.models import build_model
 from deeplab_core.synthetic import generate
@@ -151,8 +152,11 @@ def test_a_random_file_as_checkpoint_is_one_line_without_unsafe_advice(tmp_path,
 
 def test_segment_and_evaluate_both_take_crf_and_no_crf():
     base = ["--output", "o", "--checkpoint", "c"]
-    assert segment.parse_args(["--input", "i", *base]).crf is True
-    assert segment.parse_args(["--input", "i", *base, "--no-crf"]).crf is False
-    assert evaluate.parse_args(["--data", "d", *base]).crf is False
-    assert evaluate.parse_args(["--data", "d", *base, "--crf"]).crf is True
-    assert evaluate.parse_args(["--data", "d", *base, "--crf", "--no-crf"]).crf is False
+    assert segment.parse_args(["--input", "i", *base]).inference.crf == PAPER_PARAMS
+    assert segment.parse_args(["--input", "i", *base, "--no-crf"]).inference.crf is None
+    assert evaluate.parse_args(["--data", "d", *base]).inference.crf is None
+    assert evaluate.parse_args(["--data", "d", *base, "--crf"]).inference.crf == PAPER_PARAMS
+    assert evaluate.parse_args(["--data", "d", *base, "--crf", "--no-crf"]).inference.crf is None
+    exact = segment.parse_args(["--input", "i", *base, "--crf-exact", "--crf-iterations", "5", "--scales", "0.5,1"])
+    assert exact.inference.crf.method == "exact" and exact.inference.crf.iterations == 5
+    assert exact.inference.scales == (0.5, 1.0)

@@ -6,7 +6,9 @@ import torch
 
 from deeplab_core.inference import TRANSPORT_DTYPE, normalize, predict_low_res, upsample_logits
 from deeplab_core.models import build_model
-from deeplab_core.runner import ModelRunner, resolve_precision, segment_image
+from deeplab_core.inference_settings import InferenceSettings
+from deeplab_core.runner import ModelRunner, resolve_precision
+from deeplab_core.segmentation import segment_image
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +23,7 @@ def _images(*sizes, seed=0):
 
 
 def test_uint8_batch_is_normalised_and_zero_padded_like_each_image_alone(model):
-    runner = ModelRunner(model, "cpu")
+    runner = ModelRunner(model, device="cpu")
     a, b = _images((20, 30), (35, 10))
     batch = runner.normalised_batch([a, b])
     assert batch.shape == (2, 3, 48, 32)
@@ -34,7 +36,7 @@ def test_uint8_batch_is_normalised_and_zero_padded_like_each_image_alone(model):
 
 
 def test_batched_logits_equal_each_image_alone(model):
-    runner = ModelRunner(model, "cpu")
+    runner = ModelRunner(model, device="cpu")
     images = _images((40, 50), (33, 60), (48, 64))  # one padded size at stride 16: 48 x 64
     batched = runner.low_res(images)
     for image, low in zip(images, batched):
@@ -44,7 +46,7 @@ def test_batched_logits_equal_each_image_alone(model):
 
 
 def test_device_labels_equal_the_argmax_of_the_transported_logits(model):
-    runner = ModelRunner(model, "cpu")
+    runner = ModelRunner(model, device="cpu")
     images = _images((37, 53), (40, 60), seed=1)
     for image, labels, low in zip(images, runner.labels(images), runner.low_res(images)):
         assert labels.shape == image.shape[:2] and labels.dtype == np.uint8
@@ -53,7 +55,7 @@ def test_device_labels_equal_the_argmax_of_the_transported_logits(model):
 
 
 def test_plan_groups_by_padded_size_within_the_batch_and_pixel_budgets(model):
-    runner = ModelRunner(model, "cpu", batch_size=3, batch_pixels=64 * 64 * 2)
+    runner = ModelRunner(model, InferenceSettings(batch_size=3), "cpu", batch_pixels=64 * 64 * 2)
     sizes = [(64, 64)] * 5 + [(30, 30)] * 2 + [(200, 200)]
     calls = runner.plan(sizes)
     assert sorted(i for call in calls for i in call) == list(range(len(sizes)))
@@ -72,9 +74,9 @@ def test_precisions_resolve_and_bf16_runs_on_cpu(model):
     assert resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("int8", cpu)
-    runner = ModelRunner(model, "cpu", precision="bf16")
+    runner = ModelRunner(model, InferenceSettings(precision="bf16"), "cpu")
     image = _images((48, 48))[0]
-    fp32 = ModelRunner(model, "cpu").low_res([image])[0].astype(np.float32)
+    fp32 = ModelRunner(model, device="cpu").low_res([image])[0].astype(np.float32)
     bf16 = runner.low_res([image])[0].astype(np.float32)
     assert not np.array_equal(fp32, bf16)  # the precision really changed the arithmetic
     assert np.abs(fp32 - bf16).max() < 0.1 * np.abs(fp32).max()
@@ -82,14 +84,14 @@ def test_precisions_resolve_and_bf16_runs_on_cpu(model):
 
 def test_segment_image_returns_labels_at_the_input_size_even_when_shrunk(model):
     image = _images((37, 53), seed=2)[0]
-    labels = segment_image(model, image, crf=False)
+    labels = segment_image(model, image, InferenceSettings(crf=None))
     assert labels.shape == (37, 53) and labels.dtype == np.uint8 and labels.max() < 4
-    shrunk = segment_image(model, image, crf=False, max_pixels=20 * 20)
+    shrunk = segment_image(model, image, InferenceSettings(crf=None, max_pixels=20 * 20))
     assert shrunk.shape == (37, 53)
 
 
 def test_a_batch_shape_is_autotuned_on_gpus_only_once_it_recurs():
-    runner = ModelRunner(build_model("deeplabv2", "resnet50", 8, 3), "cpu", autotune_after=2)
+    runner = ModelRunner(build_model("deeplabv2", "resnet50", 8, 3), device="cpu", autotune_after=2)
     shape = (8, 3, 512, 512)
     assert not runner.autotune(shape)  # never on a CPU
     runner.on_gpu = True  # the policy alone: which calls a GPU would tune

@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 from deeplab_core.checkpoint import load_model
-from deeplab_core.runner import ModelRunner, segment_image
+from deeplab_core.inference_settings import InferenceSettings
+from deeplab_core.runner import ModelRunner
+from deeplab_core.segmentation import segment_image
 from deeplab_core.io import decode_image, encode_jpeg, encode_png, read_bytes, write_bytes
 from deeplab_core.synthetic import make_sample
 from pipelines import evaluate, segment
@@ -77,7 +79,7 @@ def test_bucket_segmentation_is_complete_correct_and_idempotent(trained_run, s3,
         assert row["mask_uri"] == f"{output}/masks/{name.rsplit('.', 1)[0]}.png"
         assert row["precision"] == "fp32"  # auto on a CPU-only cluster
         assert mask.shape == image.shape[:2] == (row["height"], row["width"])
-        assert np.array_equal(mask, segment_image(model, image, crf=True)), name
+        assert np.array_equal(mask, segment_image(model, image)), name
         assert sum(row["class_pixels"]) == mask.size and len(row["class_pixels"]) == NUM_CLASSES
         assert read_bytes(f"{output}/overlays/{name.rsplit('.', 1)[0]}.png")[:4] == b"\x89PNG"
 
@@ -165,14 +167,17 @@ def test_names_stay_unique_and_inside_the_output_and_a_huge_image_does_not_sink_
     assert written == {"in", "out", "victim", "list.txt"} and len(list(victim.iterdir())) == 1
     model, _ = load_model(trained_run)
     mask = np.asarray(Image.open(rows[f"{inputs}/a.jpg"]["mask_uri"]))
-    assert np.array_equal(mask, segment_image(model, decode_image(read_bytes(f"{inputs}/a.jpg")), crf=False))
+    image = decode_image(read_bytes(f"{inputs}/a.jpg"))
+    assert np.array_equal(mask, segment_image(model, image, InferenceSettings(crf=None)))
 
 
 def test_bf16_masks_agree_with_fp32_masks(trained_run, s3_dataset):
     model, _ = load_model(trained_run)
     images = [decode_image(read_bytes(f"{s3_dataset}/JPEGImages/synthetic_{i:05d}.jpg")) for i in range(12)]
-    fp32 = [label for image in images for label in ModelRunner(model, "cpu", precision="fp32").labels([image])]
-    bf16 = [label for image in images for label in ModelRunner(model, "cpu", precision="bf16").labels([image])]
+    fp32_runner = ModelRunner(model, InferenceSettings(precision="fp32"), "cpu")
+    bf16_runner = ModelRunner(model, InferenceSettings(precision="bf16"), "cpu")
+    fp32 = [label for image in images for label in fp32_runner.labels([image])]
+    bf16 = [label for image in images for label in bf16_runner.labels([image])]
     agreement = np.mean(np.concatenate([(a == b).ravel() for a, b in zip(fp32, bf16)]))
     assert agreement >= 0.995, agreement
 

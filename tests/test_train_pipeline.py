@@ -44,7 +44,7 @@ def local_dataset(tmp_path_factory):
 def _val_miou(model, root):
     """Validation mIoU computed in-process the way segmentation computes labels (``ModelRunner``)."""
     dataset = VOCSegmentation(root, "val")
-    runner = ModelRunner(model, "cpu")
+    runner = ModelRunner(model, device="cpu")
     matrix = ConfusionMatrix(NUM_CLASSES)
     for image, mask in (dataset[i] for i in range(len(dataset))):
         matrix.update(runner.labels([image])[0], mask)

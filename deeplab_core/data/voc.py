@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from deeplab_core.io import decode_image, decode_mask, exists, join_uri, list_files, read_bytes, read_text
-from deeplab_core.io.images import IGNORE_INDEX
+from deeplab_core.labels import IGNORE_INDEX
 
 IMAGE_DIR, MASK_DIR, SPLIT_DIR = "JPEGImages", "SegmentationClass", "ImageSets/Segmentation"
 IMAGE_SUFFIX, MASK_SUFFIX = ".jpg", ".png"

@@ -27,12 +27,13 @@ from deeplab_core.io.uri import (
     read_text,
     relative_path,
     s3_options,
+    s3_variables,
     write_bytes,
 )
 
 __all__ = [
     "AWS_VARIABLES", "IGNORE_INDEX", "VOC_COLORMAP", "ImageDecodeError", "decode_image", "decode_mask", "encode_jpeg",
     "encode_palette_png", "encode_png", "exists", "filesystem", "is_dir", "join_uri", "list_files", "normalize_uri", "overlay",
-    "protocol_of", "read_bytes", "read_text", "relative_path", "resize_image", "resize_labels", "s3_options",
+    "protocol_of", "read_bytes", "read_text", "relative_path", "resize_image", "resize_labels", "s3_options", "s3_variables",
     "voc_colormap", "write_bytes",
 ]

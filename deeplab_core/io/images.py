@@ -7,7 +7,8 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-IGNORE_INDEX = 255
+from deeplab_core.labels import IGNORE_INDEX
+
 
 
 class ImageDecodeError(ValueError):

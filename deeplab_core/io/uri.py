@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import fsspec
 from fsspec import AbstractFileSystem
@@ -18,6 +18,13 @@ from fsspec import AbstractFileSystem
 # The standard variables that configure S3 access: the single list every process and runtime env passes on.
 AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                  "AWS_DEFAULT_REGION", "AWS_REGION")
+
+
+def s3_variables(environment: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The S3 variables set in ``environment`` (this process's by default): what a runtime env or a child process
+    is given so that it reaches the same storage."""
+    environment = os.environ if environment is None else environment
+    return {name: environment[name] for name in AWS_VARIABLES if environment.get(name)}
 
 
 def s3_options() -> dict:

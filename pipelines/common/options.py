@@ -6,10 +6,10 @@ Each default is written once, here or in ``deeplab_core``, and the help text sho
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, replace
 
-from deeplab_core.crf import PRUNE_RATIO, CRFParams
-from deeplab_core.inference import DEFAULT_MAX_PIXELS
-from deeplab_core.runner import PRECISIONS
+from deeplab_core.crf import PAPER_PARAMS
+from deeplab_core.inference_settings import PRECISIONS, InferenceSettings
 
 
 def _checked_number(convert: type, accept, requirement: str):
@@ -41,34 +41,49 @@ def parse_scales(text: str) -> tuple[float, ...]:
     return scales
 
 
+@dataclass(frozen=True)
+class ModelResources:
+    """What the model and CRF stages ask of the cluster: model actors (None: one per GPU of the cluster, or 1
+    without GPUs), GPUs and CPUs per actor, CPUs per CRF task."""
+
+    model_actors: int | None = None
+    gpus_per_actor: float = 1.0
+    cpus_per_actor: float = 1.0
+    crf_cpus: float = 1.0
+
+
+_SETTINGS, _RESOURCES = InferenceSettings(), ModelResources()
+
+
 def add_model_options(parser: argparse.ArgumentParser, crf_default: bool) -> None:
-    """Options shared by segment and evaluate: how the model and the CRF run. ``--crf/--no-crf``: whether the dense
-    CRF runs (on by default for segment, off for evaluate)."""
+    """Options shared by segment and evaluate: ``InferenceSettings`` and ``ModelResources`` field by field, with
+    their defaults. ``--crf/--no-crf``: whether the dense CRF runs (on by default for segment, off for evaluate)."""
     parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=crf_default,
                         help="refine with the dense CRF (" + ("on by default; --no-crf: masks are the model's argmax)"
                                                             if crf_default else "--crf: also score the CRF's labels)"))
     parser.add_argument("--checkpoint", required=True,
                         help="a checkpoint file, a training --output folder, or a Ray Train checkpoint folder")
-    parser.add_argument("--scales", type=parse_scales, default="1.0",  # a string: argparse converts it
+    parser.add_argument("--scales", type=parse_scales, default=",".join(map(str, _SETTINGS.scales)),
                         help="multi-scale inference, e.g. 0.5,0.75,1.0")
     parser.add_argument("--flip", action="store_true", help="also run on the mirrored image and average")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default=_SETTINGS.precision,
                         help="model arithmetic: auto = bf16 on GPUs that support it, fp32 on CPUs")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per model call")
-    parser.add_argument("--model-actors", type=positive_int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=_SETTINGS.batch_size, help="images per model call")
+    parser.add_argument("--model-actors", type=positive_int, default=_RESOURCES.model_actors,
                         help="model replicas (actors); default: one per GPU of the cluster, or 1 without GPUs")
-    parser.add_argument("--gpus-per-actor", type=positive_float, default=1.0,
+    parser.add_argument("--gpus-per-actor", type=positive_float, default=_RESOURCES.gpus_per_actor,
                         help="GPUs per model actor when the cluster has GPUs")
-    parser.add_argument("--cpus-per-actor", type=positive_float, default=1.0, help="CPUs per model actor")
-    parser.add_argument("--crf-cpus", type=positive_float, default=1.0, help="CPUs per CRF task")
-    parser.add_argument("--max-side", type=positive_int, default=None,
+    parser.add_argument("--cpus-per-actor", type=positive_float, default=_RESOURCES.cpus_per_actor,
+                        help="CPUs per model actor")
+    parser.add_argument("--crf-cpus", type=positive_float, default=_RESOURCES.crf_cpus, help="CPUs per CRF task")
+    parser.add_argument("--max-side", type=positive_int, default=_SETTINGS.max_side,
                         help="segment images whose longer side exceeds this at reduced size")
-    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+    parser.add_argument("--max-pixels", type=positive_int, default=_SETTINGS.max_pixels,
                         help="segment images with more pixels than this at reduced size (masks keep the input's "
                              "size): one huge image must not exhaust a model actor's memory")
-    parser.add_argument("--crf-iterations", type=positive_int, default=CRFParams.iterations,
+    parser.add_argument("--crf-iterations", type=positive_int, default=PAPER_PARAMS.iterations,
                         help="mean-field iterations")
-    parser.add_argument("--crf-prune-ratio", type=unit_fraction, default=PRUNE_RATIO,
+    parser.add_argument("--crf-prune-ratio", type=unit_fraction, default=PAPER_PARAMS.prune_ratio,
                         help="label pruning: the CRF runs over the labels whose marginal, in a screening mean field "
                              "on 8-pixel cells, comes within this factor of a cell's winner (smaller keeps more "
                              "labels); --crf-exact runs every label; see docs/crf.md")
@@ -76,23 +91,30 @@ def add_model_options(parser: argparse.ArgumentParser, crf_default: bool) -> Non
                         help="the reference CRF: pydensecrf over all labels, no pruning (~5x slower)")
 
 
-def crf_params(args: argparse.Namespace) -> CRFParams:
-    """The CRF's parameters from the CRF options (the paper's values otherwise)."""
-    if args.crf_exact:
-        return CRFParams(iterations=args.crf_iterations, method="exact")
-    return CRFParams(iterations=args.crf_iterations, method="pruned", prune_ratio=args.crf_prune_ratio)
+def inference_settings(args: argparse.Namespace) -> InferenceSettings:
+    """The ``InferenceSettings`` the model options describe (the CRF's: the paper's parameters otherwise)."""
+    crf = None
+    if args.crf:
+        method = {"method": "exact"} if args.crf_exact else {"prune_ratio": args.crf_prune_ratio}
+        crf = replace(PAPER_PARAMS, iterations=args.crf_iterations, **method)
+    return InferenceSettings(scales=args.scales, flip=args.flip, precision=args.precision,
+                             batch_size=args.batch_size, max_side=args.max_side, max_pixels=args.max_pixels, crf=crf)
 
 
-def model_actor_count(args: argparse.Namespace) -> tuple[int, bool]:
-    """(model actors, whether they use GPUs): ``--model-actors``, else one per GPU of the cluster, or 1 without."""
+def model_resources(args: argparse.Namespace) -> ModelResources:
+    return ModelResources(args.model_actors, args.gpus_per_actor, args.cpus_per_actor, args.crf_cpus)
+
+
+def model_actor_count(resources: ModelResources) -> tuple[int, bool]:
+    """(model actors, whether they use GPUs): ``model_actors``, else one per GPU of the cluster, or 1 without."""
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0)
-    use_gpus = gpus > 0 and args.gpus_per_actor > 0
-    return args.model_actors or (max(1, int(gpus // args.gpus_per_actor)) if use_gpus else 1), use_gpus
+    use_gpus = gpus > 0 and resources.gpus_per_actor > 0
+    return resources.model_actors or (max(1, int(gpus // resources.gpus_per_actor)) if use_gpus else 1), use_gpus
 
 
-def model_stage_resources(args: argparse.Namespace) -> dict:
+def model_stage_resources(resources: ModelResources) -> dict:
     """``map_batches`` resources for the model actors: one actor per GPU when the cluster has GPUs, else CPU actors.
 
     With CPU actors whose resources equal the decode tasks', Ray Data fuses decoding into the actors (one transfer
@@ -100,12 +122,12 @@ def model_stage_resources(args: argparse.Namespace) -> dict:
     """
     from ray.data import ActorPoolStrategy
 
-    actors, use_gpus = model_actor_count(args)
-    resources = {"num_cpus": args.cpus_per_actor}
+    actors, use_gpus = model_actor_count(resources)
+    compute = {"num_cpus": resources.cpus_per_actor}
     if use_gpus:
-        resources["num_gpus"] = args.gpus_per_actor
+        compute["num_gpus"] = resources.gpus_per_actor
     # Several batches queued per actor: the next is decoded and copied while the current one runs.
-    return {"compute": ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=4), **resources}
+    return {"compute": ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=4), **compute}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pyarrow.fs
 
 from cluster.local import LOOPBACK_ONLY
-from deeplab_core.io import AWS_VARIABLES, filesystem, join_uri, protocol_of, s3_options, write_bytes
+from deeplab_core.io import filesystem, join_uri, protocol_of, s3_options, s3_variables, write_bytes
 
 if not os.environ.get("RAY_ADDRESS"):
     # A driver with no cluster to join starts a Ray of its own, on this machine only: keep it on 127.0.0.1 (Ray reads
@@ -22,10 +22,6 @@ if not os.environ.get("RAY_ADDRESS"):
     for _name, _value in LOOPBACK_ONLY.items():
         os.environ.setdefault(_name, _value)
 
-
-
-def s3_env_vars() -> dict[str, str]:
-    return {name: os.environ[name] for name in AWS_VARIABLES if os.environ.get(name)}
 
 
 class _DropRecords(logging.Filter):
@@ -113,7 +109,7 @@ def init_ray() -> None:
     # runtime env that sets the same variables again, so add only what the job lacks.
     job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
     given = (job.get("runtime_env") or {}).get("env_vars") or {}
-    missing = {name: value for name, value in s3_env_vars().items() if name not in given}
+    missing = {name: value for name, value in s3_variables().items() if name not in given}
     runtime_env: dict = {"env_vars": missing} if missing else {}
     if "worker_process_setup_hook" not in (job.get("runtime_env") or {}):
         runtime_env["worker_process_setup_hook"] = f"{__name__}.quiet_ray_logging"

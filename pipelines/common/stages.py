@@ -12,7 +12,6 @@ stage needs it. The CRF writes ``labels_crf``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 import warnings
@@ -28,9 +27,11 @@ from deeplab_core.io import (
     decode_image, decode_mask, encode_palette_png, encode_png, overlay, read_bytes, resize_image, resize_labels,
     write_bytes,
 )
+from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.runner import ModelRunner
 from pipelines.common.inputs import output_uri
 from pipelines.common.manifest import SCHEMA
+from pipelines.common.options import ModelResources, model_stage_resources
 
 _NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
 _NO_LOGITS = np.zeros((1, 1, 1), TRANSPORT_DTYPE)
@@ -101,51 +102,39 @@ class ReadImages:
 class Predictor:
     """Actor: loads the model once onto its device, then runs every batch through a ``ModelRunner``.
 
-    Emits ``logits`` (low-resolution, ``TRANSPORT_DTYPE``) and/or ``labels`` (uint8, the device's argmax), the
-    seconds each image took and the precision that produced it; drops ``image`` unless ``keep_image``.
+    Emits ``logits`` (low-resolution, ``TRANSPORT_DTYPE``) and/or ``labels`` (uint8, the device's argmax), each
+    image's share of its batch's seconds and the precision that produced it; drops ``image`` unless ``keep_image``.
     """
 
-    def __init__(self, checkpoint: str, scales: tuple[float, ...] = (1.0,), flip: bool = False,
-                 precision: str = "auto", batch_size: int = 8, logits: bool = True, labels: bool = False,
+    def __init__(self, checkpoint: str, settings: InferenceSettings, logits: bool = True, labels: bool = False,
                  keep_image: bool = True) -> None:
         model, loaded = load_model(checkpoint)
-        self.runner = ModelRunner(model, precision=precision, scales=scales, flip=flip, mean=loaded.config["mean"],
-                                  std=loaded.config["std"], batch_size=batch_size)
+        self.runner = ModelRunner(model, settings, mean=loaded.config["mean"], std=loaded.config["std"])
         self.logits, self.labels, self.keep_image = logits, labels, keep_image
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         rows = len(batch["uri"])
         out = _copy_columns(batch, drop=() if self.keep_image else ("image",))
         errors = out["error"] = [str(e) for e in batch["error"]]
-        logits: list[np.ndarray] = [_NO_LOGITS] * rows
-        labels: list[np.ndarray] = [_NO_LABELS] * rows
         todo = [row for row in range(rows) if not errors[row]]
         started = time.perf_counter()
-        # Every model call of the batch is queued before any result is awaited: the host stacks and copies the next
-        # call's images while the device runs the current one.
-        pending = []
-        for call in self.runner.plan([batch["image"][row].shape[:2] for row in todo]):
-            members = [todo[index] for index in call]
-            try:
-                pending.append((members, self.runner.submit([batch["image"][row] for row in members],
-                                                            logits=self.logits, labels=self.labels)))
-            except Exception as err:  # noqa: BLE001 - e.g. out of memory on one group: its rows fail, not the job
-                for row in members:
-                    errors[row] = describe(err)
-        for members, call in pending:
-            result = call.result()
-            for index, row in enumerate(members):
-                if result.logits is not None:
-                    logits[row] = result.logits[index]
-                if result.labels is not None:
-                    labels[row] = result.labels[index]
-        share = (time.perf_counter() - started) / max(1, sum(len(members) for members, _ in pending))
-        seconds = [share if not errors[row] else 0.0 for row in range(rows)]
+        result = self.runner.run([batch["image"][row] for row in todo], logits=self.logits, labels=self.labels)
+        share = (time.perf_counter() - started) / max(1, len(todo))
+        logits: list[np.ndarray] = [_NO_LOGITS] * rows
+        labels: list[np.ndarray] = [_NO_LABELS] * rows
+        for position, row in enumerate(todo):
+            if result.errors[position] is not None:
+                errors[row] = describe(result.errors[position])
+                continue
+            if self.logits:
+                logits[row] = result.logits[position]
+            if self.labels:
+                labels[row] = result.labels[position]
         if self.logits:
             out["logits"] = logits
         if self.labels:
             out["labels"] = labels
-        out["seconds_model"] = seconds
+        out["seconds_model"] = [share if not errors[row] else 0.0 for row in range(rows)]
         out["precision"] = [self.runner.precision] * rows
         return out
 
@@ -228,28 +217,26 @@ def default_rows_per_block(count: int, batch_size: int) -> int:
     return max(1, min(MAX_ROWS_PER_BLOCK, max(batch_size, math.ceil(count / (4 * cpus)))))
 
 
-def add_model_stages(dataset, args: argparse.Namespace, checkpoint, *, crf: bool, plain: bool,
+def add_model_stages(dataset, checkpoint, settings: InferenceSettings, resources: ModelResources, *, plain: bool,
                      keep_image: bool, num_classes: int | None = None):
-    """decode -> model -> (CRF) on ``dataset``, configured from the model options (``pipelines.common.options``).
+    """decode -> model -> (CRF, when ``settings.crf``) on ``dataset``.
 
     ``plain``: also emit the model's own argmax labels (``labels``); ``keep_image``: keep the decoded image after
     the CRF (overlays need it).
     """
-    from pipelines.common.options import crf_params, model_stage_resources
-
+    crf = settings.crf is not None
     # The retry limits above have no named map_batches parameter in Ray 2.60; its deprecation notice is noise.
     warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-    dataset = dataset.map_batches(ReadImages(args.max_side, args.max_pixels, num_classes),
-                                  batch_size=args.batch_size, **TASK_RETRIES)
+    dataset = dataset.map_batches(ReadImages(settings.max_side, settings.max_pixels, num_classes),
+                                  batch_size=settings.batch_size, **TASK_RETRIES)
     dataset = dataset.map_batches(
-        Predictor, fn_constructor_kwargs={"checkpoint": checkpoint.uri, "scales": args.scales, "flip": args.flip,
-                                          "precision": args.precision, "batch_size": args.batch_size,
-                                          "logits": crf, "labels": plain, "keep_image": crf or keep_image},
-        batch_size=args.batch_size * CALLS_PER_MODEL_TASK, **model_stage_resources(args), **ACTOR_RETRIES)
+        Predictor, fn_constructor_kwargs={"checkpoint": checkpoint.uri, "settings": settings, "logits": crf,
+                                          "labels": plain, "keep_image": crf or keep_image},
+        batch_size=settings.batch_size * CALLS_PER_MODEL_TASK, **model_stage_resources(resources), **ACTOR_RETRIES)
     if crf:
         # One row per CRF task: every CPU given to the stage works while images are queued, however the model
         # stage grouped its output.
         dataset = dataset.repartition(target_num_rows_per_block=1).map_batches(
-            Refiner(checkpoint.config["output_stride"], crf_params(args), keep_image), batch_size=1,
-            num_cpus=args.crf_cpus, **TASK_RETRIES)
+            Refiner(checkpoint.config["output_stride"], settings.crf, keep_image), batch_size=1,
+            num_cpus=resources.crf_cpus, **TASK_RETRIES)
     return dataset
