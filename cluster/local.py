@@ -184,8 +184,12 @@ def _wait_bucket(settings: Settings, log: Path, seconds: float = 30) -> None:
             time.sleep(0.2)
 
 
-def ray_environment(settings: Settings) -> dict[str, str]:
-    return {**os.environ, **LOOPBACK_ONLY, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": settings.auth_token}
+def ray_environment(settings: Settings, loopback_only: bool = True) -> dict[str, str]:
+    """The environment of this cluster's `ray start`: token authentication, and for the head (not for extra nodes,
+    which Ray refuses in that mode) every address on loopback."""
+    loopback = LOOPBACK_ONLY if loopback_only else {}
+    environment = {key: value for key, value in os.environ.items() if loopback_only or key not in LOOPBACK_ONLY}
+    return {**environment, **loopback, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": settings.auth_token}
 
 
 def ray_temp_dir(state: Path) -> Path:
@@ -252,8 +256,9 @@ def start_ray_head(state: Path, settings: Settings, num_cpus: int | None = None,
 
 
 def start_ray_worker(state: Path, settings: Settings, num_cpus: int, node_manager_port: int) -> None:
-    """A second Ray node on this machine joining the head (for tests of node failures)."""
-    env = {**ray_environment(settings), **s3_variables(client_environment(settings))}
+    """A second Ray node on this machine joining the head (for tests of node failures). Ray's loopback-only mode is a
+    single node's: this node takes the machine's address, as on a real cluster, where it has one."""
+    env = {**ray_environment(settings, loopback_only=False), **s3_variables(client_environment(settings))}
     command = [_require("ray", "ray[default]"), "start", f"--address={HOST}:{GCS_PORT}",
                f"--node-ip-address={HOST}", f"--num-cpus={num_cpus}", f"--node-manager-port={node_manager_port}",
                "--disable-usage-stats"]
