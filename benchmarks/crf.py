@@ -209,7 +209,7 @@ def crf_stage_scaling(cases: list[tuple], cpus: int, per_cpu: int, nodes: int = 
     import ray.data
 
     from pipelines.common.runtime import configure_ray_data
-    from pipelines.common.stages import Refiner
+    from pipelines.segmentation.stages import Refiner
 
     count = per_cpu * cpus
     inputs = [(image, low.astype(TRANSPORT_DTYPE)) for image, _, low, _ in cases]

@@ -139,7 +139,7 @@ class PipelineRun:
 
 def run_segment(inputs: str, output: str, checkpoint: str, args: argparse.Namespace, crf: bool) -> PipelineRun:
     from pipelines import segment
-    from pipelines.common.manifest import read_manifest
+    from pipelines.segmentation.manifest import read_manifest
 
     argv = ["--input", inputs, "--output", output, "--checkpoint", checkpoint, "--batch-size", str(args.batch_size),
             "--precision", args.precision] + ([] if crf else ["--no-crf"])

@@ -19,49 +19,25 @@ import numpy as np
 
 from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
 from deeplab_core.data import image_uri, mask_uri, read_split
-from deeplab_core.io import join_uri, normalize_uri, resize_labels, write_bytes
+from deeplab_core.inference_settings import InferenceSettings
+from deeplab_core.io import join_uri, normalize_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
 from pipelines.common.charts import render_confusion_matrices
-from deeplab_core.inference_settings import InferenceSettings
 from pipelines.common.options import (
     HelpFormatter, ModelResources, add_model_options, inference_settings, model_actor_count, model_resources,
 )
 from pipelines.common.runtime import check_cluster_address, check_writable, explain, is_user_error
-from pipelines.common.sizing import crf_sizing_line
+from pipelines.segmentation.scoring import Scorer
+from pipelines.segmentation.sizing import crf_sizing_line
 
 REPORT_FILE, MATRIX_FILE = "report.json", "confusion_matrix.png"
-
-
-class Scorer:
-    """CPU task: confusion matrices (flattened) of each row's labels against its ground truth."""
-
-    def __init__(self, num_classes: int, with_crf: bool) -> None:
-        self.num_classes, self.with_crf = num_classes, with_crf
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        plain, refined = ConfusionMatrix(self.num_classes), ConfusionMatrix(self.num_classes)
-        errors, precisions = [], sorted({str(p) for p in batch["precision"]})
-        costs = {"seconds_model": [], "seconds_crf": [], "crf_labels": []}
-        for row in range(len(batch["uri"])):
-            if batch["error"][row]:
-                errors.append(str(batch["error"][row]))
-                continue
-            label = batch["label"][row]
-            plain.update(resize_labels(batch["labels"][row], label.shape), label)
-            if self.with_crf:
-                refined.update(resize_labels(batch["labels_crf"][row], label.shape), label)
-            for column, values in costs.items():
-                if column in batch:
-                    values.append(batch[column][row].item())
-        return {"plain": [plain.counts.ravel()], "crf": [refined.counts.ravel()], "errors": [json.dumps(errors)],
-                "precisions": [json.dumps(precisions)], "costs": [json.dumps(costs)]}
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     """What one evaluation does: ``run(config)`` is the command line's ``main`` without the parsing. The model runs
     at ``inference.precision`` (auto: bf16 on GPUs that support it), which the report records; validation during
-    training scores at fp32 instead (``pipelines.common.train_loop.evaluate_shard``)."""
+    training scores at fp32 instead (``pipelines.training.loop.evaluate_shard``)."""
 
     data: str
     output: str
@@ -143,7 +119,7 @@ def run_pipeline(config: EvaluateConfig, ids: list[str],
     import ray.data
 
     from pipelines.common.runtime import init_ray
-    from pipelines.common.stages import add_model_stages, default_rows_per_block
+    from pipelines.segmentation.stages import add_model_stages, default_rows_per_block
 
     init_ray()
     num_classes = checkpoint.config["num_classes"]

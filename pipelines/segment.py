@@ -10,7 +10,7 @@ the same output skips inputs already done and leaves exactly one manifest row pe
 Images larger than ``--max-side`` or ``--max-pixels`` (default 2048 x 2048 pixels) are segmented at reduced size
 (model and CRF, whose cost grows with pixels) and the mask is resized back to the input's own size with
 nearest-neighbour sampling; overlays stay at the reduced size. Output names follow the rules of
-``pipelines.common.inputs``.
+``pipelines.segmentation.inputs``.
 """
 
 from __future__ import annotations
@@ -24,15 +24,16 @@ from dataclasses import dataclass
 from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import join_uri, normalize_uri
-from pipelines.common.inputs import assign_output_names, list_inputs
-from pipelines.common.manifest import compact, completed, record_errors, run_folder
+from pipelines.segmentation.inputs import assign_output_names, list_inputs
+from pipelines.segmentation.manifest import compact, completed, manifest_folder, record_errors, run_folder
 from pipelines.common.options import (
     HelpFormatter, ModelResources, add_model_options, inference_settings, model_actor_count, model_resources,
     positive_int,
 )
 from pipelines.common.runtime import check_cluster_address, check_writable, explain, is_user_error
-from pipelines.common.sizing import crf_sizing_line
-from pipelines.common.stages import MAX_ROWS_PER_BLOCK, TASK_RETRIES, describe
+from pipelines.segmentation.sizing import crf_sizing_line
+from pipelines.segmentation.stages import MAX_ROWS_PER_BLOCK, TASK_RETRIES, describe
+from pipelines.segmentation.writers import MASKS_DIR, OverlayWriter
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def run(config: SegmentConfig) -> int:
             raise
         print(f"error: {explain(err)}", file=sys.stderr)
         return 2
-    masks = join_uri(config.output, "masks") + "/"
+    masks = join_uri(config.output, MASKS_DIR) + "/"
     taken = {mask.removeprefix(masks): uri for uri, mask in done.items() if mask and mask.startswith(masks)}
     todo = [item for item in assign_output_names(inputs, taken) if item["uri"] not in done]
     print(f"[segment] {len(inputs)} inputs, {len(inputs) - len(todo)} already done, {len(todo)} to segment "
@@ -114,7 +115,8 @@ def run(config: SegmentConfig) -> int:
     ok, failed = statuses.count("ok"), statuses.count("error")
     rate = len(todo) / elapsed if todo and elapsed > 0 else 0.0
     print(f"[segment] done: {ok} ok, {failed} failed of {len(inputs)} inputs; {len(todo)} processed this run at "
-          f"{rate:.2f} images/s; masks in {config.output}/masks, manifest in {config.output}/manifest", flush=True)
+          f"{rate:.2f} images/s; masks in {join_uri(config.output, MASKS_DIR)}, manifest in "
+          f"{manifest_folder(config.output)}", flush=True)
     if crf and todo:
         this_run = {item["uri"] for item in todo}
         rows = [row for row in manifest.select(["uri", "status", "seconds_model", "seconds_crf", "crf_labels"])
@@ -133,7 +135,7 @@ def run_pipeline(config: SegmentConfig, todo: list[dict], checkpoint) -> None:
     import ray.data
 
     from pipelines.common.runtime import init_ray, pyarrow_storage
-    from pipelines.common.stages import ManifestWriter, add_model_stages, default_rows_per_block
+    from pipelines.segmentation.stages import ManifestWriter, add_model_stages, default_rows_per_block
 
     init_ray()
     crf = config.inference.crf is not None
@@ -145,8 +147,9 @@ def run_pipeline(config: SegmentConfig, todo: list[dict], checkpoint) -> None:
     if crf:
         dataset = dataset.repartition(target_num_rows_per_block=per_block)  # CRF rows travel one per block
     # batch_size=None: one batch per block, so finished blocks reach the manifest without waiting for others
+    extra = [OverlayWriter()] if config.overlay else []
     dataset = dataset.map_batches(ManifestWriter(config.output, checkpoint.config["num_classes"], checkpoint.digest,
-                                                 crf, config.overlay), batch_size=None, **TASK_RETRIES)
+                                                 crf, extra), batch_size=None, **TASK_RETRIES)
     path, filesystem = pyarrow_storage(run_folder(config.output))
     # A block whose task failed twice is skipped instead of failing the job; main() records its inputs as errors.
     # Set for this run only: the context is the process's, and a training run in it must not skip bad data.

@@ -11,7 +11,7 @@ a flag or a YAML ``--config`` whose keys are the flag names. Flags given on the 
 best one (by validation mIoU, else the last) is exported as ``<output>/best_model.pt``, an inference checkpoint.
 
 This module is the driver: options, checks, datasets, the trainer, the export. The loop each worker runs is
-``pipelines.common.train_loop``.
+``pipelines.training.loop``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from deeplab_core.checkpoint import (
 from deeplab_core.data import VOCSegmentation, dataset_classes, read_sample
 from deeplab_core.io import exists, join_uri
 from deeplab_core.models import build_model
-from pipelines.common.train_config import TrainConfig, add_train_options, config_from, known_keys, yaml_unknown_keys
-from pipelines.common.train_loop import WorkerPlan, train_loop_per_worker
+from pipelines.training.config import TrainConfig, add_train_options, config_from, known_keys, yaml_unknown_keys
+from pipelines.training.loop import WorkerPlan, train_loop_per_worker
 
 RUN_NAME = "train"
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray.train.torch import TorchTrainer
 
     from pipelines.common.runtime import check_cluster_address, init_ray, pyarrow_storage
-    from pipelines.common.voc_ingest import eval_dataset, training_dataset
+    from pipelines.training.ingest import eval_dataset, training_dataset
 
     config = parse_args(argv)
     if config.sync_bn and not config.use_gpu:

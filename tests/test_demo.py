@@ -4,7 +4,7 @@ import pytest
 
 from deeplab_core.data import read_split
 from pipelines import demo
-from pipelines.common.manifest import read_manifest
+from pipelines.segmentation.manifest import read_manifest
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from cluster import local
 from deeplab_core.io import encode_jpeg, exists, write_bytes
 from deeplab_core.synthetic import make_sample
 from pipelines import segment
-from pipelines.common.manifest import read_manifest
+from pipelines.segmentation.manifest import read_manifest
 from tests.helpers import NUM_CLASSES, SMALL_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,9 +1,9 @@
-"""pipelines.common.inputs: listing inputs and naming their outputs, so that no input steers a write outside the output
+"""pipelines.segmentation.inputs: listing inputs and naming their outputs, so that no input steers a write outside the output
 and no two inputs share a mask."""
 
 import pytest
 
-from pipelines.common.inputs import (
+from pipelines.segmentation.inputs import (
     UnsafeNameError, assign_output_names, check_safe_path, common_root, list_inputs, output_uri,
 )
 

@@ -17,7 +17,7 @@ from deeplab_core.segmentation import segment_image
 from deeplab_core.io import decode_image, encode_jpeg, encode_png, read_bytes, write_bytes
 from deeplab_core.synthetic import make_sample
 from pipelines import evaluate, segment
-from pipelines.common.manifest import read_manifest
+from pipelines.segmentation.manifest import read_manifest
 from tests.helpers import NUM_CLASSES, png_bytes, runtime_env_json, s3_client
 
 ROOT = Path(__file__).resolve().parents[1]

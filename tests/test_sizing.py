@@ -1,6 +1,6 @@
 import math
 
-from pipelines.common.sizing import CRF_SCALING_EFFICIENCY, crf_sizing_line
+from pipelines.segmentation.sizing import CRF_SCALING_EFFICIENCY, crf_sizing_line
 
 
 def test_sizing_line_gives_the_cpus_that_keep_the_model_stage_busy():

@@ -1,7 +1,7 @@
 """The training loop's images/s: validation and checkpoint time is not training time."""
 
-from pipelines.common import train_loop
-from pipelines.common.train_loop import Throughput
+from pipelines.training import loop as train_loop
+from pipelines.training.loop import Throughput
 
 
 class Clock:

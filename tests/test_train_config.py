@@ -1,4 +1,4 @@
-"""pipelines.common.train_config: flags over YAML over defaults, the recipe filling what neither sets."""
+"""pipelines.training.config: flags over YAML over defaults, the recipe filling what neither sets."""
 
 import pytest
 

@@ -1,2 +1,3 @@
-"""What the drivers share: options, input naming, the Ray Data stages, the manifest, Ray and storage set-up, the
-training data ingest and the training log. The drivers themselves are the modules one level up."""
+"""What every driver uses: command-line options and checked number types (options), Ray and storage set-up and
+one-line errors (runtime), the pictures (charts). Feature code lives in pipelines.training and
+pipelines.segmentation; the drivers are the modules one level up."""

@@ -27,8 +27,8 @@ from deeplab_core.models import build_model
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.runner import ModelRunner
 from deeplab_core.training import build_optimizer, freeze_batchnorm, poly_lr_scheduler, segmentation_loss
-from pipelines.common.train_config import TrainConfig
-from pipelines.common.training_log import TrainingLog
+from pipelines.training.config import TrainConfig
+from pipelines.training.log import TrainingLog
 
 WORKER_REPORTS = "workers"
 PREFETCH_BATCHES = 4

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -23,14 +24,11 @@ from deeplab_core.checkpoint import load_model
 from deeplab_core.crf import PAPER_PARAMS, CRFParams, refine_low_res
 from deeplab_core.data import check_mask
 from deeplab_core.inference import TRANSPORT_DTYPE, working_size
-from deeplab_core.io import (
-    decode_image, decode_mask, encode_palette_png, encode_png, overlay, read_bytes, resize_image, resize_labels,
-    write_bytes,
-)
 from deeplab_core.inference_settings import InferenceSettings
+from deeplab_core.io import decode_image, decode_mask, read_bytes, resize_image, resize_labels
 from deeplab_core.runner import ModelRunner
-from pipelines.common.inputs import output_uri
-from pipelines.common.manifest import SCHEMA
+from pipelines.segmentation.writers import MaskWriter, OutputWriter
+from pipelines.segmentation.manifest import SCHEMA
 from pipelines.common.options import ModelResources, model_stage_resources
 
 _NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
@@ -169,11 +167,13 @@ class Refiner:
 
 
 class ManifestWriter:
-    """CPU task: write each mask (and overlay) straight to the output filesystem; return the manifest rows."""
+    """CPU task: each input's files straight to the output filesystem (the mask, then ``extra`` writers such as the
+    overlay); returns the manifest rows."""
 
-    def __init__(self, output: str, num_classes: int, model_digest: str, crf: bool, overlays: bool) -> None:
+    def __init__(self, output: str, num_classes: int, model_digest: str, crf: bool,
+                 extra: Sequence[OutputWriter] = ()) -> None:
         self.output, self.num_classes, self.model_digest = output, num_classes, model_digest
-        self.crf, self.overlays = crf, overlays
+        self.crf, self.extra = crf, tuple(extra)
         self.labels_column = "labels_crf" if crf else "labels"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
@@ -199,10 +199,10 @@ class ManifestWriter:
         name = str(batch["name"][row])
         labels = batch[self.labels_column][row]
         mask = resize_labels(labels, (height, width))
-        mask_uri = output_uri(self.output, "masks", name)
-        write_bytes(mask_uri, encode_palette_png(mask))
-        if self.overlays:
-            write_bytes(output_uri(self.output, "overlays", name), encode_png(overlay(batch["image"][row], labels)))
+        image = batch["image"][row] if "image" in batch else _NO_IMAGE
+        mask_uri = MaskWriter().write(self.output, name, image, labels, mask)
+        for writer in self.extra:
+            writer.write(self.output, name, image, labels, mask)
         counts = np.bincount(mask.ravel(), minlength=self.num_classes)[: self.num_classes]
         return {"status": "ok", "width": width, "height": height, "mask_uri": mask_uri,
                 "class_pixels": counts.astype(np.int64).tolist()}
