@@ -304,14 +304,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         save_checkpoint(checkpoint, build_model("deeplabv2", args.backbone, args.output_stride, args.classes))
     model, loaded = load_model(checkpoint)
-    classes = loaded.config["num_classes"]
+    classes = loaded.spec.num_classes
     data = str(work / "data")
     generate(data, num_images=2 * args.distinct, size=args.size, num_classes=classes, seed=0, val_fraction=0.5)
     uris = copies(sorted(Path(data, "JPEGImages").glob("*.jpg"))[: args.distinct], work / "inputs", args.images)
     runner = ModelRunner(model, InferenceSettings(precision=args.precision, batch_size=args.batch_size),
                          args.device)
     device = f"{args.device} ({torch.cuda.get_device_name()})" if args.device == "cuda" else args.device
-    print(f"{len(uris)} images {args.size}x{args.size}, {loaded.config['arch']}/{loaded.config['backbone']} "
+    print(f"{len(uris)} images {args.size}x{args.size}, {loaded.spec.arch}/{loaded.spec.backbone} "
           f"stride {model.output_stride}, {classes} classes, device {device}, precision {runner.precision}, "
           f"batch {args.batch_size}, {os.cpu_count()} CPUs")
 

@@ -20,11 +20,10 @@ from torch import nn
 
 from deeplab_core.inference import IMAGENET_MEAN, IMAGENET_STD
 from deeplab_core.io import exists, is_dir, join_uri, list_files, read_bytes, write_bytes
-from deeplab_core.models import DeepLab, build_model, unwrap
+from deeplab_core.models import DeepLab, ModelSpec, unwrap
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_MODEL_FILE = "best_model.pt"
-CONFIG_KEYS = ("arch", "backbone", "output_stride", "num_classes", "class_names", "mean", "std")
 
 
 class CheckpointError(ValueError):
@@ -33,25 +32,18 @@ class CheckpointError(ValueError):
 
 def model_config(model: nn.Module, class_names: list[str] | None = None,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict[str, Any]:
-    net: DeepLab = unwrap(model)
-    return {
-        "arch": net.arch,
-        "backbone": net.backbone.name,
-        "output_stride": net.output_stride,
-        "num_classes": net.num_classes,
-        "class_names": list(class_names) if class_names else [str(i) for i in range(net.num_classes)],
-        "mean": [float(v) for v in mean],
-        "std": [float(v) for v in std],
-    }
+    """A built model's on-disk ``config`` dict (``ModelSpec.of_model(...).to_config()``)."""
+    return ModelSpec.of_model(model, class_names, mean, std).to_config()
 
 
 def save_checkpoint(uri: str, model: nn.Module, config: dict[str, Any] | None = None, **training_state: Any) -> None:
     """Write ``model`` (unwrapped from DDP), its config and any extra training state to one file at ``uri``."""
     net = unwrap(model)
     config = config or model_config(net)
-    missing = [key for key in CONFIG_KEYS if key not in config]
-    if missing:
-        raise CheckpointError(f"{uri}: config lacks {missing}")
+    try:
+        ModelSpec.from_config(config)
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{uri}: {str(err).strip(chr(39))}") from None
     buffer = io.BytesIO()
     torch.save({"model_state": net.state_dict(), "config": dict(config), **training_state}, buffer)
     write_bytes(uri, buffer.getvalue())
@@ -75,8 +67,13 @@ def resolve_checkpoint_uri(uri: str) -> str:
 class Checkpoint:
     uri: str
     digest: str  # sha256 of the file's bytes, first 16 hex digits: names the exact weights a result came from
-    config: dict[str, Any]
+    config: dict[str, Any]  # the model's description as the file holds it
     state: dict[str, Any]  # everything in the file: model_state, config, training state
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model's description, typed (checked when the checkpoint was loaded)."""
+        return ModelSpec.from_config(self.config)
 
 
 def load_checkpoint(uri: str) -> Checkpoint:
@@ -94,27 +91,28 @@ def load_checkpoint(uri: str) -> Checkpoint:
                               "give the file pipelines.train wrote (best_model.pt) or its run folder") from None
     if not isinstance(state, dict) or "model_state" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a deeplab-ray checkpoint (needs 'model_state' and 'config')")
-    missing = [key for key in CONFIG_KEYS if key not in state["config"]]
-    if missing:
-        raise CheckpointError(f"{path}: config lacks {missing}")
+    try:
+        ModelSpec.from_config(state["config"])
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: {str(err).strip(chr(39))}") from None
     return Checkpoint(uri=path, digest=hashlib.sha256(data).hexdigest()[:16], config=state["config"], state=state)
 
 
 def build_from_checkpoint(checkpoint: Checkpoint) -> DeepLab:
     """Rebuild the model a checkpoint describes and load its weights (in eval mode, on the CPU). The model holds
     ``checkpoint.state``'s tensors themselves, not copies."""
-    config = checkpoint.config
+    spec = checkpoint.spec
     # Built without memory and filled with the checkpoint's own tensors: no random initialisation to overwrite,
     # which a model actor's start-up would otherwise pay (and the driver, which checks the weights before Ray).
     with torch.device("meta"):
-        model = build_model(config["arch"], config["backbone"], config["output_stride"], config["num_classes"])
+        model = spec.build()
     try:
         model.load_state_dict(checkpoint.state["model_state"], strict=True, assign=True)
     except RuntimeError as err:
         details = " ".join(str(err).split())  # torch's message spans many lines: one line, shortened
         details = details if len(details) <= 240 else details[:240] + " ..."
-        raise CheckpointError(f"{checkpoint.uri}: weights do not fit the model in its config ({config['arch']}/"
-                              f"{config['backbone']}, {config['num_classes']} classes): {details}") from None
+        raise CheckpointError(f"{checkpoint.uri}: weights do not fit the model in its config ({spec.arch}/"
+                              f"{spec.backbone}, {spec.num_classes} classes): {details}") from None
     return model.eval()
 
 

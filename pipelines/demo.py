@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 
 from deeplab_core.data import image_uri, read_split
+from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import join_uri, write_bytes
 from deeplab_core.synthetic import generate
 from pipelines import evaluate, segment, train
+from pipelines.training.config import TrainConfig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,17 +42,16 @@ def main(argv: list[str] | None = None) -> int:
 
     step(f"2/4 training DeepLab-v2/ResNet-50 from scratch for {args.iterations} steps on Ray Train -> {run}")
     # From scratch, not the paper's ImageNet start: a larger base LR and a 1x head are stable here.
-    status = train.main(["--data", data, "--val-data", data, "--output", run, "--arch", "deeplabv2",
-                         "--backbone", "resnet50", "--output-stride", "16", "--crop-size", "64", "--batch-size", "8",
-                         "--lr", "0.005", "--head-lr-multiplier", "1", "--iterations", str(args.iterations),
-                         "--val-every", str(max(args.iterations // 4, 1)), "--log-every", "20",
-                         "--keep-checkpoints", "1"])
+    status = train.run(TrainConfig(
+        data=data, val_data=data, output=run, arch="deeplabv2", backbone="resnet50", output_stride=16, crop_size=64,
+        batch_size=8, lr=0.005, head_lr_multiplier=1.0, iterations=args.iterations,
+        val_every=max(args.iterations // 4, 1), log_every=20, keep_checkpoints=1).with_recipe())
     if status:
         return status
     keep_latest_checkpoint(run)
 
     step(f"3/4 evaluating on the held-out test images, without and with the dense CRF -> {evaluation}")
-    status = evaluate.main(["--data", data, "--split", "test", "--checkpoint", run, "--output", evaluation, "--crf"])
+    status = evaluate.run(evaluate.EvaluateConfig(data, evaluation, run, split="test", inference=InferenceSettings()))
     if status:
         return status
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     listing = join_uri(output, "held_out.txt")
     write_bytes(listing, ("\n".join(held_out) + "\n").encode())
     step(f"4/4 segmenting the {len(held_out)} held-out images with the CRF -> {masks}")
-    status = segment.main(["--input", listing, "--output", masks, "--checkpoint", run, "--overlay"])
+    status = segment.run(segment.SegmentConfig(listing, masks, run, overlay=True))
     if status:
         return status
 

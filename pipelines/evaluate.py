@@ -90,14 +90,14 @@ def run(config: EvaluateConfig) -> int:
         "data": config.data, "split": config.split, "model": checkpoint.digest, "checkpoint": checkpoint.uri,
         "scales": list(config.inference.scales), "flip": config.inference.flip, "precision": precision,
         "images": len(ids), "failed": failures,
-        "without_crf": plain.summary(checkpoint.config["class_names"]),
+        "without_crf": plain.summary(checkpoint.spec.class_names),
     }
     if crf:
-        report["with_crf"] = refined.summary(checkpoint.config["class_names"])
+        report["with_crf"] = refined.summary(checkpoint.spec.class_names)
     write_bytes(join_uri(config.output, REPORT_FILE), json.dumps(report, indent=2).encode())
     matrices = {"without CRF": plain, "with CRF": refined} if crf else {"without CRF": plain}
     write_bytes(join_uri(config.output, MATRIX_FILE),
-                render_confusion_matrices(matrices, checkpoint.config["class_names"]))
+                render_confusion_matrices(matrices, checkpoint.spec.class_names))
     line = f"[evaluate] mIoU without CRF {plain.miou():.4f} (pixel accuracy {plain.pixel_accuracy():.4f})"
     if crf:
         line += f"; with CRF {refined.miou():.4f} (pixel accuracy {refined.pixel_accuracy():.4f})"
@@ -122,7 +122,7 @@ def run_pipeline(config: EvaluateConfig, ids: list[str],
     from pipelines.segmentation.stages import add_model_stages, default_rows_per_block
 
     init_ray()
-    num_classes = checkpoint.config["num_classes"]
+    num_classes = checkpoint.spec.num_classes
     crf = config.inference.crf is not None
     items = [{"uri": image_uri(config.data, i), "label_uri": mask_uri(config.data, i), "error": ""} for i in ids]
     blocks = math.ceil(len(items) / default_rows_per_block(len(items), config.inference.batch_size))

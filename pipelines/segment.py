@@ -89,7 +89,7 @@ def run(config: SegmentConfig) -> int:
     taken = {mask.removeprefix(masks): uri for uri, mask in done.items() if mask and mask.startswith(masks)}
     todo = [item for item in assign_output_names(inputs, taken) if item["uri"] not in done]
     print(f"[segment] {len(inputs)} inputs, {len(inputs) - len(todo)} already done, {len(todo)} to segment "
-          f"with model {checkpoint.digest} ({checkpoint.config['arch']}/{checkpoint.config['backbone']})", flush=True)
+          f"with model {checkpoint.digest} ({checkpoint.spec.arch}/{checkpoint.spec.backbone})", flush=True)
 
     started = time.monotonic()
     if todo:
@@ -148,7 +148,7 @@ def run_pipeline(config: SegmentConfig, todo: list[dict], checkpoint) -> None:
         dataset = dataset.repartition(target_num_rows_per_block=per_block)  # CRF rows travel one per block
     # batch_size=None: one batch per block, so finished blocks reach the manifest without waiting for others
     extra = [OverlayWriter()] if config.overlay else []
-    dataset = dataset.map_batches(ManifestWriter(config.output, checkpoint.config["num_classes"], checkpoint.digest,
+    dataset = dataset.map_batches(ManifestWriter(config.output, checkpoint.spec.num_classes, checkpoint.digest,
                                                  crf, extra), batch_size=None, **TASK_RETRIES)
     path, filesystem = pyarrow_storage(run_folder(config.output))
     # A block whose task failed twice is skipped instead of failing the job; main() records its inputs as errors.

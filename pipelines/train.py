@@ -26,11 +26,11 @@ import traceback
 import yaml
 
 from deeplab_core.checkpoint import (
-    BEST_MODEL_FILE, build_from_checkpoint, load_checkpoint, model_config, save_checkpoint,
+    BEST_MODEL_FILE, build_from_checkpoint, load_checkpoint, save_checkpoint,
 )
 from deeplab_core.data import VOCSegmentation, dataset_classes, read_sample
 from deeplab_core.io import exists, join_uri
-from deeplab_core.models import build_model
+from deeplab_core.models import ModelSpec
 from pipelines.training.config import TrainConfig, add_train_options, config_from, known_keys, yaml_unknown_keys
 from pipelines.training.loop import WorkerPlan, train_loop_per_worker
 
@@ -73,13 +73,17 @@ def check_dataset(root: str, split: str, num_classes: int) -> VOCSegmentation:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run(parse_args(argv))
+
+
+def run(config: TrainConfig) -> int:
+    """Train as ``config`` says; the exit status (see the README's exit codes)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from pipelines.common.runtime import check_cluster_address, init_ray, pyarrow_storage
     from pipelines.training.ingest import eval_dataset, training_dataset
 
-    config = parse_args(argv)
     if config.sync_bn and not config.use_gpu:
         print("error: --sync-bn needs --use-gpu (PyTorch's SyncBatchNorm runs on GPUs only); on CPUs raise "
               "--batch-size or use --freeze-bn with pretrained weights", file=sys.stderr)
@@ -107,10 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     if val_set is not None:
         datasets["val"] = eval_dataset(config.val_data, val_set.ids, num_classes)
 
-    model = build_model(config.arch, config.backbone, config.output_stride, num_classes)
+    spec = ModelSpec(config.arch, config.backbone, config.output_stride, num_classes, tuple(class_names))
     plan = WorkerPlan(replace(config, num_classes=num_classes, val_every=min(config.val_every, config.iterations)),
-                      model_config(model, class_names), has_val=val_set is not None)
-    del model
+                      spec.to_config(), has_val=val_set is not None)
     storage_path, storage_filesystem = pyarrow_storage(config.output)
     scoring = {"checkpoint_score_attribute": "val_miou", "checkpoint_score_order": "max"} if val_set else {}
     trainer = TorchTrainer(

@@ -5,7 +5,7 @@ from deeplab_core.checkpoint import (
     BEST_MODEL_FILE, CHECKPOINT_FILE, CheckpointError, load_checkpoint, load_model, model_config, save_checkpoint,
 )
 from deeplab_core.io import join_uri, write_bytes
-from deeplab_core.models import build_model
+from deeplab_core.models import build_model, count_parameters
 from deeplab_core.training import freeze_batchnorm
 
 
@@ -68,7 +68,24 @@ def test_bad_checkpoints_give_clear_errors(tmp_path, model):
         load_checkpoint(str(tmp_path / "foreign.pt"))
     with pytest.raises(CheckpointError, match="config lacks"):
         save_checkpoint(str(tmp_path / "x.pt"), model, {"arch": "deeplabv3"})
-    config = model_config(model) | {"num_classes": 5}
+    config = model_config(model) | {"num_classes": 5, "class_names": [str(k) for k in range(5)]}
     save_checkpoint(str(tmp_path / "mismatch.pt"), model, config)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(str(tmp_path / "mismatch.pt"))
+
+
+def test_model_spec_is_the_typed_config_and_round_trips_the_on_disk_dict(tmp_path):
+    from deeplab_core.models import ModelSpec
+
+    model = build_model("deeplabv2", "resnet50", 16, 3)
+    path = str(tmp_path / "m.pt")
+    save_checkpoint(path, model, model_config(model, class_names=["bg", "cat", "dog"]))
+    checkpoint = load_checkpoint(path)
+    spec = checkpoint.spec
+    assert (spec.arch, spec.backbone, spec.output_stride, spec.num_classes) == ("deeplabv2", "resnet50", 16, 3)
+    assert spec.class_names == ("bg", "cat", "dog") and spec.to_config() == checkpoint.config
+    assert count_parameters(spec.build()) == count_parameters(model)
+    with pytest.raises(ValueError, match="output_stride"):
+        ModelSpec("deeplabv2", "resnet50", 32, 3)
+    with pytest.raises(ValueError, match="3 classes need as many names"):
+        ModelSpec("deeplabv2", "resnet50", 16, 3, ("bg", "cat"))

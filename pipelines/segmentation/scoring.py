@@ -8,6 +8,7 @@ import numpy as np
 
 from deeplab_core.io import resize_labels
 from deeplab_core.metrics import ConfusionMatrix
+from pipelines.segmentation import columns
 
 
 class Scorer:
@@ -18,16 +19,16 @@ class Scorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         plain, refined = ConfusionMatrix(self.num_classes), ConfusionMatrix(self.num_classes)
-        errors, precisions = [], sorted({str(p) for p in batch["precision"]})
-        costs = {"seconds_model": [], "seconds_crf": [], "crf_labels": []}
-        for row in range(len(batch["uri"])):
-            if batch["error"][row]:
-                errors.append(str(batch["error"][row]))
+        errors, precisions = [], sorted({str(p) for p in batch[columns.PRECISION]})
+        costs: dict[str, list] = {columns.SECONDS_MODEL: [], columns.SECONDS_CRF: [], columns.CRF_LABELS: []}
+        for row in range(len(batch[columns.URI])):
+            if batch[columns.ERROR][row]:
+                errors.append(str(batch[columns.ERROR][row]))
                 continue
-            label = batch["label"][row]
-            plain.update(resize_labels(batch["labels"][row], label.shape), label)
+            label = batch[columns.LABEL][row]
+            plain.update(resize_labels(batch[columns.LABELS][row], label.shape), label)
             if self.with_crf:
-                refined.update(resize_labels(batch["labels_crf"][row], label.shape), label)
+                refined.update(resize_labels(batch[columns.LABELS_CRF][row], label.shape), label)
             for column, values in costs.items():
                 if column in batch:
                     values.append(batch[column][row].item())

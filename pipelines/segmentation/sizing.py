@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# The CRF stage's measured scaling efficiency on busy machines (docs/benchmarks.md: sizing the CRF stage): N CPUs refine ~0.85 x
-# N times what one does.
+# The CRF stage's measured scaling efficiency on busy machines (docs/benchmarks.md, sizing the CRF stage): N CPUs
+# refine ~0.85 x N times what one does.
 CRF_SCALING_EFFICIENCY = 0.85
 
 

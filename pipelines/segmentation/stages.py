@@ -28,6 +28,7 @@ from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import decode_image, decode_mask, read_bytes, resize_image, resize_labels
 from deeplab_core.runner import ModelRunner
 from pipelines.segmentation.writers import MaskWriter, OutputWriter
+from pipelines.segmentation import columns
 from pipelines.segmentation.manifest import SCHEMA
 from pipelines.common.options import ModelResources, model_stage_resources
 
@@ -68,13 +69,15 @@ class ReadImages:
         self.max_side, self.max_pixels, self.num_classes = max_side, max_pixels, num_classes
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = _copy_columns(batch, drop=("error",))
-        labelled = "label_uri" in batch
-        for key in ("image", "height", "width", "error") + (("label",) if labelled else ()):
+        out: dict[str, list] = _copy_columns(batch, drop=(columns.ERROR,))
+        labelled = columns.LABEL_URI in batch
+        added = (columns.IMAGE, columns.HEIGHT, columns.WIDTH, columns.ERROR) + ((columns.LABEL,) if labelled else ())
+        for key in added:
             out[key] = []
-        for row in range(len(batch["uri"])):
-            uri = str(batch["uri"][row])
-            image, label, error = _NO_IMAGE, _NO_LABELS, str(batch["error"][row]) if "error" in batch else ""
+        for row in range(len(batch[columns.URI])):
+            uri = str(batch[columns.URI][row])
+            error = str(batch[columns.ERROR][row]) if columns.ERROR in batch else ""
+            image, label = _NO_IMAGE, _NO_LABELS
             height = width = 0
             if not error:
                 try:
@@ -83,17 +86,17 @@ class ReadImages:
                     image = resize_image(original, working_size(height, width, self.max_side, self.max_pixels))
                     del original
                     if labelled:
-                        label_uri = str(batch["label_uri"][row])
+                        label_uri = str(batch[columns.LABEL_URI][row])
                         label = decode_mask(read_bytes(label_uri), label_uri)
                         check_mask(label, (height, width), self.num_classes, label_uri)
                 except Exception as err:  # noqa: BLE001 - any failure of one input is recorded, never fatal
                     image, label, error = _NO_IMAGE, _NO_LABELS, describe(err)
-            out["image"].append(image)
-            out["height"].append(height)
-            out["width"].append(width)
-            out["error"].append(error)
+            out[columns.IMAGE].append(image)
+            out[columns.HEIGHT].append(height)
+            out[columns.WIDTH].append(width)
+            out[columns.ERROR].append(error)
             if labelled:
-                out["label"].append(label)
+                out[columns.LABEL].append(label)
         return out
 
 
@@ -107,16 +110,16 @@ class Predictor:
     def __init__(self, checkpoint: str, settings: InferenceSettings, logits: bool = True, labels: bool = False,
                  keep_image: bool = True) -> None:
         model, loaded = load_model(checkpoint)
-        self.runner = ModelRunner(model, settings, mean=loaded.config["mean"], std=loaded.config["std"])
+        self.runner = ModelRunner(model, settings, mean=loaded.spec.mean, std=loaded.spec.std)
         self.logits, self.labels, self.keep_image = logits, labels, keep_image
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        rows = len(batch["uri"])
-        out = _copy_columns(batch, drop=() if self.keep_image else ("image",))
-        errors = out["error"] = [str(e) for e in batch["error"]]
+        rows = len(batch[columns.URI])
+        out = _copy_columns(batch, drop=() if self.keep_image else (columns.IMAGE,))
+        errors = out[columns.ERROR] = [str(e) for e in batch[columns.ERROR]]
         todo = [row for row in range(rows) if not errors[row]]
         started = time.perf_counter()
-        result = self.runner.run([batch["image"][row] for row in todo], logits=self.logits, labels=self.labels)
+        result = self.runner.run([batch[columns.IMAGE][row] for row in todo], logits=self.logits, labels=self.labels)
         share = (time.perf_counter() - started) / max(1, len(todo))
         logits: list[np.ndarray] = [_NO_LOGITS] * rows
         labels: list[np.ndarray] = [_NO_LABELS] * rows
@@ -129,11 +132,11 @@ class Predictor:
             if self.labels:
                 labels[row] = result.labels[position]
         if self.logits:
-            out["logits"] = logits
+            out[columns.LOGITS] = logits
         if self.labels:
-            out["labels"] = labels
-        out["seconds_model"] = [share if not errors[row] else 0.0 for row in range(rows)]
-        out["precision"] = [self.runner.precision] * rows
+            out[columns.LABELS] = labels
+        out[columns.SECONDS_MODEL] = [share if not errors[row] else 0.0 for row in range(rows)]
+        out[columns.PRECISION] = [self.runner.precision] * rows
         return out
 
 
@@ -144,25 +147,25 @@ class Refiner:
 
     def __init__(self, stride: int, crf_params: CRFParams = PAPER_PARAMS, keep_image: bool = True) -> None:
         self.stride, self.crf_params = stride, crf_params
-        self.drop = ("logits",) if keep_image else ("logits", "image")
+        self.drop = (columns.LOGITS,) if keep_image else (columns.LOGITS, columns.IMAGE)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         out = _copy_columns(batch, drop=self.drop)
-        out["error"] = [str(e) for e in out["error"]]
-        out["labels_crf"], out["seconds_crf"], out["crf_labels"] = [], [], []
-        for row in range(len(batch["uri"])):
+        out[columns.ERROR] = [str(e) for e in out[columns.ERROR]]
+        out[columns.LABELS_CRF], out[columns.SECONDS_CRF], out[columns.CRF_LABELS] = [], [], []
+        for row in range(len(batch[columns.URI])):
             labels, seconds, stats = _NO_LABELS, 0.0, {"labels": 0}
-            if not out["error"][row]:
+            if not out[columns.ERROR][row]:
                 started = time.perf_counter()
                 try:
-                    labels = refine_low_res(batch["image"][row], batch["logits"][row], self.stride,
+                    labels = refine_low_res(batch[columns.IMAGE][row], batch[columns.LOGITS][row], self.stride,
                                             self.crf_params, stats).astype(np.uint8)
                     seconds = time.perf_counter() - started
                 except Exception as err:  # noqa: BLE001
-                    out["error"][row] = describe(err)
-            out["labels_crf"].append(labels)
-            out["seconds_crf"].append(seconds)
-            out["crf_labels"].append(stats["labels"])
+                    out[columns.ERROR][row] = describe(err)
+            out[columns.LABELS_CRF].append(labels)
+            out[columns.SECONDS_CRF].append(seconds)
+            out[columns.CRF_LABELS].append(stats["labels"])
         return out
 
 
@@ -174,18 +177,18 @@ class ManifestWriter:
                  extra: Sequence[OutputWriter] = ()) -> None:
         self.output, self.num_classes, self.model_digest = output, num_classes, model_digest
         self.crf, self.extra = crf, tuple(extra)
-        self.labels_column = "labels_crf" if crf else "labels"
+        self.labels_column = columns.LABELS_CRF if crf else columns.LABELS
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         rows = []
-        for row in range(len(batch["uri"])):
-            uri, error = str(batch["uri"][row]), str(batch["error"][row])
+        for row in range(len(batch[columns.URI])):
+            uri, error = str(batch[columns.URI][row]), str(batch[columns.ERROR][row])
             record = {"uri": uri, "status": "error", "error": error or None, "width": None, "height": None,
                       "mask_uri": None, "class_pixels": None, "crf": self.crf, "model": self.model_digest,
-                      "seconds_model": float(batch["seconds_model"][row]),
-                      "seconds_crf": float(batch["seconds_crf"][row]) if "seconds_crf" in batch else 0.0,
-                      "crf_labels": int(batch["crf_labels"][row]) if self.crf and not error else None,
-                      "precision": str(batch["precision"][row])}
+                      "seconds_model": float(batch[columns.SECONDS_MODEL][row]),
+                      "seconds_crf": float(batch[columns.SECONDS_CRF][row]) if columns.SECONDS_CRF in batch else 0.0,
+                      "crf_labels": int(batch[columns.CRF_LABELS][row]) if self.crf and not error else None,
+                      "precision": str(batch[columns.PRECISION][row])}
             if not error:
                 try:
                     record.update(self._write(batch, row))
@@ -195,11 +198,11 @@ class ManifestWriter:
         return pa.Table.from_pylist(rows, schema=SCHEMA)
 
     def _write(self, batch: dict[str, np.ndarray], row: int) -> dict:
-        height, width = int(batch["height"][row]), int(batch["width"][row])
-        name = str(batch["name"][row])
+        height, width = int(batch[columns.HEIGHT][row]), int(batch[columns.WIDTH][row])
+        name = str(batch[columns.NAME][row])
         labels = batch[self.labels_column][row]
         mask = resize_labels(labels, (height, width))
-        image = batch["image"][row] if "image" in batch else _NO_IMAGE
+        image = batch[columns.IMAGE][row] if columns.IMAGE in batch else _NO_IMAGE
         mask_uri = MaskWriter().write(self.output, name, image, labels, mask)
         for writer in self.extra:
             writer.write(self.output, name, image, labels, mask)
@@ -237,6 +240,6 @@ def add_model_stages(dataset, checkpoint, settings: InferenceSettings, resources
         # One row per CRF task: every CPU given to the stage works while images are queued, however the model
         # stage grouped its output.
         dataset = dataset.repartition(target_num_rows_per_block=1).map_batches(
-            Refiner(checkpoint.config["output_stride"], settings.crf, keep_image), batch_size=1,
+            Refiner(checkpoint.spec.output_stride, settings.crf, keep_image), batch_size=1,
             num_cpus=resources.crf_cpus, **TASK_RETRIES)
     return dataset
