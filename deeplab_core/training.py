@@ -28,7 +28,7 @@ class Recipe:
 
 
 RECIPES = {
-    "deeplabv2": Recipe(lr=2.5e-4, weight_decay=5e-4, crop_size=321),
+    "deeplabv2": Recipe(lr=2.5e-4, weight_decay=5e-4, crop_size=321, max_scale=1.5),  # v2 scales 0.5-1.5
     "deeplabv3": Recipe(lr=7e-3, weight_decay=1e-4, crop_size=513),
 }
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
-from deeplab_core.data import image_uri, mask_uri, read_split
+from deeplab_core.data import MASK_DIR, image_uri, mask_uri, read_split
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import join_uri, normalize_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
@@ -43,6 +43,7 @@ class EvaluateConfig:
     output: str
     checkpoint: str
     split: str = "val"
+    mask_folder: str = MASK_DIR
     inference: InferenceSettings = InferenceSettings(crf=None)
     resources: ModelResources = ModelResources()
     allow_failures: bool = False
@@ -53,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
                                      formatter_class=HelpFormatter)
     parser.add_argument("--data", required=True, type=normalize_uri, help="VOC-layout dataset root")
     parser.add_argument("--split", default="val", help="which ImageSets/Segmentation/<split>.txt to evaluate")
+    parser.add_argument("--mask-folder", default=MASK_DIR,
+                        help="the masks' folder under --data (SegmentationClassAug for VOC + SBD)")
     parser.add_argument("--output", required=True, type=normalize_uri,
                         help="where report.json and confusion_matrix.png go")
     parser.add_argument("--allow-failures", action="store_true",
@@ -60,8 +63,8 @@ def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
                              "report either way)")
     add_model_options(parser, crf_default=False)
     args = parser.parse_args(argv)
-    return EvaluateConfig(args.data, args.output, args.checkpoint, args.split, inference_settings(args),
-                          model_resources(args), args.allow_failures)
+    return EvaluateConfig(args.data, args.output, args.checkpoint, args.split, args.mask_folder,
+                          inference_settings(args), model_resources(args), args.allow_failures)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +127,8 @@ def run_pipeline(config: EvaluateConfig, ids: list[str],
     init_ray()
     num_classes = checkpoint.spec.num_classes
     crf = config.inference.crf is not None
-    items = [{"uri": image_uri(config.data, i), "label_uri": mask_uri(config.data, i), "error": ""} for i in ids]
+    items = [{"uri": image_uri(config.data, i), "label_uri": mask_uri(config.data, i, config.mask_folder), "error": ""}
+             for i in ids]
     blocks = math.ceil(len(items) / default_rows_per_block(len(items), config.inference.batch_size))
     dataset = add_model_stages(ray.data.from_items(items, override_num_blocks=blocks), checkpoint, config.inference,
                                config.resources, plain=True, keep_image=False, num_classes=num_classes)

@@ -64,11 +64,11 @@ def load_yaml_options(path: str) -> dict:
     return options
 
 
-def check_dataset(root: str, split: str, num_classes: int) -> VOCSegmentation:
+def check_dataset(root: str, split: str, num_classes: int, mask_folder: str) -> VOCSegmentation:
     """Cheap checks before any worker starts: every listed file exists, and a few samples decode and fit."""
-    dataset = VOCSegmentation(root, split, num_classes=num_classes)
+    dataset = VOCSegmentation(root, split, num_classes=num_classes, mask_folder=mask_folder)
     for sample_id in dataset.ids[:2]:
-        read_sample(root, sample_id, num_classes)
+        read_sample(root, sample_id, num_classes, mask_folder)
     return dataset
 
 
@@ -91,8 +91,9 @@ def run(config: TrainConfig) -> int:
     class_names = dataset_classes(config.data, config.num_classes)
     num_classes = len(class_names)
     try:
-        train_set = check_dataset(config.data, config.train_split, num_classes)
-        val_set = check_dataset(config.val_data, config.val_split, num_classes) if config.val_data else None
+        train_set = check_dataset(config.data, config.train_split, num_classes, config.mask_folder)
+        val_set = (check_dataset(config.val_data, config.val_split, num_classes, config.mask_folder)
+                   if config.val_data else None)
         check_cluster_address()
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -107,9 +108,9 @@ def run(config: TrainConfig) -> int:
     global_batch = config.batch_size * config.accumulation * config.workers
     datasets = {"train": training_dataset(config.data, train_set.ids, config.iterations * global_batch,
                                           config.crop_size, config.min_scale, config.max_scale, num_classes,
-                                          config.seed)}
+                                          config.seed, config.mask_folder)}
     if val_set is not None:
-        datasets["val"] = eval_dataset(config.val_data, val_set.ids, num_classes)
+        datasets["val"] = eval_dataset(config.val_data, val_set.ids, num_classes, config.mask_folder)
 
     spec = ModelSpec(config.arch, config.backbone, config.output_stride, num_classes, tuple(class_names))
     plan = WorkerPlan(replace(config, num_classes=num_classes, val_every=min(config.val_every, config.iterations)),

@@ -99,3 +99,18 @@ def test_class_names_come_from_the_dataset_else_voc_else_the_ids(dataset_root, t
     assert dataset_classes(dataset_root, 5) == ["0", "1", "2", "3", "4"]  # classes.txt does not fit 5 classes
     assert dataset_classes(str(tmp_path)) == list(VOC_CLASSES)  # no classes.txt: PASCAL VOC's 21
     assert dataset_classes(str(tmp_path), 3) == ["0", "1", "2"]
+
+
+def test_the_mask_folder_is_an_option(dataset_root, tmp_path):
+    import shutil
+
+    from deeplab_core.data import MASK_DIR
+
+    root = tmp_path / "aug"
+    shutil.copytree(dataset_root, root)
+    (root / MASK_DIR).rename(root / "SegmentationClassAug")
+    with pytest.raises(DatasetError, match="SegmentationClass: no masks found"):
+        VOCSegmentation(str(root), "train")
+    dataset = VOCSegmentation(str(root), "train", num_classes=3, mask_folder="SegmentationClassAug")
+    image, mask = dataset[0]
+    assert image.shape[:2] == mask.shape

@@ -59,3 +59,10 @@ def test_frozen_batchnorm_keeps_statistics_and_outputs_in_training_mode():
     assert not any(".bn" in name or name.startswith("bn") for name, _ in frozen.backbone.named_parameters())
     optimizer = build_optimizer(frozen, lr=0.01, weight_decay=0.0)
     assert all(p.requires_grad for group in optimizer.param_groups for p in group["params"])
+
+
+def test_recipes_scale_as_the_papers():
+    from deeplab_core.training import RECIPES
+
+    assert (RECIPES["deeplabv2"].min_scale, RECIPES["deeplabv2"].max_scale) == (0.5, 1.5)
+    assert (RECIPES["deeplabv3"].min_scale, RECIPES["deeplabv3"].max_scale) == (0.5, 2.0)

@@ -31,8 +31,10 @@ def image_uri(root: str, sample_id: str) -> str:
     return join_uri(root, IMAGE_DIR, sample_id + IMAGE_SUFFIX)
 
 
-def mask_uri(root: str, sample_id: str) -> str:
-    return join_uri(root, MASK_DIR, sample_id + MASK_SUFFIX)
+def mask_uri(root: str, sample_id: str, mask_folder: str = MASK_DIR) -> str:
+    """``<root>/<mask_folder>/<id>.png``: ``SegmentationClass`` for VOC, ``SegmentationClassAug`` for its SBD-augmented
+    train_aug set."""
+    return join_uri(root, mask_folder, sample_id + MASK_SUFFIX)
 
 
 def read_split(root: str, split: str) -> list[str]:
@@ -86,23 +88,26 @@ def _file_names(folder: str) -> set[str]:
     return {uri.rsplit("/", 1)[-1] for uri in list_files(folder)} if exists(folder) else set()
 
 
-def check_files(root: str, ids: list[str]) -> None:
+def check_files(root: str, ids: list[str], mask_folder: str = MASK_DIR) -> None:
     """Cheap check before any pixel is read: every listed id has its image and its mask."""
     images = _file_names(join_uri(root, IMAGE_DIR))
     if not images:
         raise DatasetError(f"{join_uri(root, IMAGE_DIR)}: no images found")
-    masks = _file_names(join_uri(root, MASK_DIR))
+    masks = _file_names(join_uri(root, mask_folder))
+    if not masks:
+        raise DatasetError(f"{join_uri(root, mask_folder)}: no masks found (is the mask folder's name right?)")
     for sample_id in ids:
         if sample_id + IMAGE_SUFFIX not in images:
             raise DatasetError(f"{image_uri(root, sample_id)}: image listed in the split but missing")
         if sample_id + MASK_SUFFIX not in masks:
-            raise DatasetError(f"{mask_uri(root, sample_id)}: mask missing for listed image {sample_id}")
+            raise DatasetError(f"{mask_uri(root, sample_id, mask_folder)}: mask missing for listed image {sample_id}")
 
 
-def read_sample(root: str, sample_id: str, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_sample(root: str, sample_id: str, num_classes: int | None = None,
+                mask_folder: str = MASK_DIR) -> tuple[np.ndarray, np.ndarray]:
     """Decode one (image, mask) pair, checking that they fit together."""
     image = decode_image(read_bytes(image_uri(root, sample_id)), image_uri(root, sample_id))
-    uri = mask_uri(root, sample_id)
+    uri = mask_uri(root, sample_id, mask_folder)
     if not exists(uri):
         raise DatasetError(f"{uri}: mask missing for listed image {sample_id}")
     mask = decode_mask(read_bytes(uri), uri)
@@ -114,20 +119,21 @@ class VOCSegmentation:
     """Map-style dataset of (image, mask) numpy pairs, usable with a torch ``DataLoader`` or directly."""
 
     def __init__(self, root: str, split: str = "train", transform: Callable | None = None,
-                 num_classes: int | None = None, check: bool = True) -> None:
+                 num_classes: int | None = None, check: bool = True, mask_folder: str = MASK_DIR) -> None:
         self.root = root
         self.split = split
         self.transform = transform
         self.num_classes = num_classes
+        self.mask_folder = mask_folder
         self.ids = read_split(root, split)
         if check:
-            check_files(root, self.ids)
+            check_files(root, self.ids, mask_folder)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        image, mask = read_sample(self.root, self.ids[index], self.num_classes)
+        image, mask = read_sample(self.root, self.ids[index], self.num_classes, self.mask_folder)
         if self.transform is not None:
             image, mask = self.transform(image, mask)
         return image, mask

@@ -12,6 +12,7 @@ import argparse
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
+from deeplab_core.data import MASK_DIR
 from deeplab_core.io import normalize_uri
 from deeplab_core.models import ARCHS, BACKBONES, OUTPUT_STRIDES
 from deeplab_core.training import RECIPES, Recipe
@@ -35,6 +36,8 @@ class TrainConfig:
                                   convert=normalize_uri)
     train_split: str = option("train", "the training split's name (ImageSets/Segmentation/<name>.txt)")
     val_split: str = option("val", "the validation split's name")
+    mask_folder: str = option(MASK_DIR, "the masks' folder under each dataset root (SegmentationClassAug for "
+                                        "VOC + SBD's train_aug)")
     arch: str = option("deeplabv2", "model architecture", choices=ARCHS)
     backbone: str = option("resnet101", "ResNet backbone", choices=BACKBONES)
     output_stride: int = option(8, "backbone output stride", convert=int, choices=OUTPUT_STRIDES)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import ray.data
 
-from deeplab_core.data import read_sample, train_transform
+from deeplab_core.data import MASK_DIR, read_sample, train_transform
 from deeplab_core.data.transforms import Compose
 
 
@@ -28,14 +28,14 @@ class TrainingSampleLoader:
     """``map_batches`` function: decode each (image, mask) pair, check it, and apply the paper's augmentation."""
 
     def __init__(self, root: str, ids: list[str], crop_size: int, min_scale: float, max_scale: float,
-                 num_classes: int) -> None:
-        self.root, self.ids, self.num_classes = root, ids, num_classes
+                 num_classes: int, mask_folder: str = MASK_DIR) -> None:
+        self.root, self.ids, self.num_classes, self.mask_folder = root, ids, num_classes, mask_folder
         self.transform: Compose = train_transform(crop_size, min_scale, max_scale)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images, masks = [], []
         for index, seed in zip(batch["index"], batch["seed"]):
-            image, mask = read_sample(self.root, self.ids[int(index)], self.num_classes)
+            image, mask = read_sample(self.root, self.ids[int(index)], self.num_classes, self.mask_folder)
             image, mask = self.transform(image, mask, np.random.default_rng(int(seed)))
             images.append(image)
             masks.append(mask)
@@ -45,25 +45,25 @@ class TrainingSampleLoader:
 class EvalSampleLoader:
     """``map_batches`` function: decode each (image, mask) pair at its own size (rows may differ in size)."""
 
-    def __init__(self, root: str, ids: list[str], num_classes: int) -> None:
-        self.root, self.ids, self.num_classes = root, ids, num_classes
+    def __init__(self, root: str, ids: list[str], num_classes: int, mask_folder: str = MASK_DIR) -> None:
+        self.root, self.ids, self.num_classes, self.mask_folder = root, ids, num_classes, mask_folder
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         images, masks = [], []
         for index in batch["index"]:
-            image, mask = read_sample(self.root, self.ids[int(index)], self.num_classes)
+            image, mask = read_sample(self.root, self.ids[int(index)], self.num_classes, self.mask_folder)
             images.append(image)
             masks.append(mask)
         return {"index": list(batch["index"]), "image": images, "mask": masks}
 
 
 def training_dataset(root: str, ids: list[str], num_rows: int, crop_size: int, min_scale: float, max_scale: float,
-                     num_classes: int, seed: int) -> ray.data.Dataset:
+                     num_classes: int, seed: int, mask_folder: str = MASK_DIR) -> ray.data.Dataset:
     items = training_items(ids, num_rows, seed)
-    loader = TrainingSampleLoader(root, ids, crop_size, min_scale, max_scale, num_classes)
+    loader = TrainingSampleLoader(root, ids, crop_size, min_scale, max_scale, num_classes, mask_folder)
     return ray.data.from_items(items).map_batches(loader, batch_size=8)
 
 
-def eval_dataset(root: str, ids: list[str], num_classes: int) -> ray.data.Dataset:
+def eval_dataset(root: str, ids: list[str], num_classes: int, mask_folder: str = MASK_DIR) -> ray.data.Dataset:
     items = [{"index": index} for index in range(len(ids))]
-    return ray.data.from_items(items).map_batches(EvalSampleLoader(root, ids, num_classes), batch_size=4)
+    return ray.data.from_items(items).map_batches(EvalSampleLoader(root, ids, num_classes, mask_folder), batch_size=4)
