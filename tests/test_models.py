@@ -101,3 +101,30 @@ def test_pretrained_backbone_loads_from_a_file_and_from_the_torch_cache(tmp_path
 def test_bad_model_arguments_are_rejected_clearly(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_model(**{"arch": "deeplabv2", "backbone": "resnet50", "output_stride": 16, "num_classes": 3, **kwargs})
+
+
+@pytest.mark.parametrize("backbone", ["resnet50"])
+def test_torchvision_voc_weights_become_a_checkpoint_with_equal_outputs(backbone, tmp_path, monkeypatch, capsys):
+    """Saved the way torchvision's hub file is (a state dict, auxiliary head included), with random weights."""
+    from deeplab_core.checkpoint import load_model
+    from deeplab_core.data import VOC_CLASSES
+    from deeplab_core.pretrained import TORCHVISION_FILES, main
+
+    torch.manual_seed(0)
+    reference = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True).eval()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert main(["--backbone", backbone, "--output", str(tmp_path / "voc.pt")]) == 2  # not in the cache yet
+    assert "download " + TORCHVISION_FILES[backbone] in capsys.readouterr().err
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / TORCHVISION_FILES[backbone]
+    cached.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), cached)
+    assert main(["--backbone", backbone, "--output", str(tmp_path / "voc.pt")]) == 0
+    model, checkpoint = load_model(str(tmp_path / "voc.pt"))
+    assert checkpoint.spec.class_names == tuple(VOC_CLASSES) and checkpoint.spec.output_stride == 8
+    images = torch.randn(1, 3, 97, 130)
+    with torch.no_grad():
+        assert torch.equal(model(images), reference(images)["out"])
+    torch.save({"not": torch.zeros(1)}, tmp_path / "other.pt")
+    other = ["--weights", str(tmp_path / "other.pt"), "--output", str(tmp_path / "x.pt")]
+    assert main(["--backbone", backbone, *other]) == 2
+    assert "not torchvision's DeepLab-v3 resnet50 weights" in capsys.readouterr().err
