@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from deeplab_core.models.backbone import IMAGENET_MEAN, IMAGENET_STD
+from deeplab_core.models.deeplab import unwrap
+
 FUSIONS = ("max", "mean")
 
 
@@ -85,23 +87,41 @@ def predict_low_res(model: nn.Module, images: torch.Tensor, scales: Sequence[flo
     are resized onto the scale-1 grid, and the scales are fused by element-wise ``max`` (the paper) or
     ``mean``. Quantising each scale to whole grid cells keeps the grids exactly aligned.
     """
+    fused = multi_scale_logits(model, images, scales, flip, fuse).fused
+    stride = unwrap(model).output_stride
+    return fused[..., : math.ceil(images.shape[-2] / stride), : math.ceil(images.shape[-1] / stride)]
+
+
+class MultiScaleLogits(NamedTuple):
+    """Each scale's logits on its own grid (in ``scales`` order) and their fusion on the scale-1 grid of the
+    stride-padded batch."""
+
+    per_scale: list[torch.Tensor]
+    fused: torch.Tensor
+
+
+def multi_scale_logits(model: nn.Module, images: torch.Tensor, scales: Sequence[float] = (1.0,),
+                       flip: bool = False, fuse: str = "max") -> MultiScaleLogits:
+    """``predict_low_res``'s computation with gradients: what multi-scale training (``deeplab_core.msc``) takes its
+    losses from. ``model`` may be wrapped in DistributedDataParallel: it is called, not its methods."""
     if fuse not in FUSIONS:
         raise ValueError(f"fuse must be one of {FUSIONS}, got {fuse!r}")
     if not scales or any(scale <= 0 for scale in scales):
         raise ValueError(f"scales must be positive numbers, got {scales!r}")
-    stride = model.output_stride
+    stride = unwrap(model).output_stride
     padded = pad_to_multiple(images, stride)
     grid = (padded.shape[-2] // stride, padded.shape[-1] // stride)
-    fused = None
+    per_scale, fused = [], None
     for scale in scales:
         scaled_grid = (_scaled_grid(grid[0], scale), _scaled_grid(grid[1], scale))
         scaled = padded
         if scaled_grid != grid:
             scaled = F.interpolate(padded, size=(scaled_grid[0] * stride, scaled_grid[1] * stride),
                                    mode="bilinear", align_corners=False)
-        logits = model.low_res_logits(scaled)
+        logits = model(scaled, low_res=True)
         if flip:
-            logits = (logits + model.low_res_logits(scaled.flip(-1)).flip(-1)) / 2
+            logits = (logits + model(scaled.flip(-1), low_res=True).flip(-1)) / 2
+        per_scale.append(logits)
         if scaled_grid != grid:
             logits = F.interpolate(logits, size=grid, mode="bilinear", align_corners=False)
         if fused is None:
@@ -112,7 +132,7 @@ def predict_low_res(model: nn.Module, images: torch.Tensor, scales: Sequence[flo
             fused = fused + logits
     if fuse == "mean":
         fused = fused / len(scales)
-    return fused[..., : math.ceil(images.shape[-2] / stride), : math.ceil(images.shape[-1] / stride)]
+    return MultiScaleLogits(per_scale, fused)
 
 
 def predict_logits(model: nn.Module, images: torch.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False,

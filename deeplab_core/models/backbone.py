@@ -8,6 +8,10 @@ import torch
 from torch import nn
 from torchvision.models import resnet
 
+# The input normalisation the ImageNet-pretrained backbones were trained with (torchvision's).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 RESNETS = {
     "resnet50": (resnet.resnet50, resnet.ResNet50_Weights.IMAGENET1K_V1),
     "resnet101": (resnet.resnet101, resnet.ResNet101_Weights.IMAGENET1K_V1),

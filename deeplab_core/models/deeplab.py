@@ -37,8 +37,12 @@ class DeepLab(nn.Module):
     def low_res_logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.backbone(images))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, low_res: bool = False) -> torch.Tensor:
+        """Logits at the input's resolution; with ``low_res``, on the stride grid (``low_res_logits``) - through
+        ``forward``, so that a DistributedDataParallel wrapper sees the call (multi-scale training needs it)."""
         logits = self.low_res_logits(images)
+        if low_res:
+            return logits
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 

@@ -11,8 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from deeplab_core.inference import IMAGENET_MEAN, IMAGENET_STD
-from deeplab_core.models.backbone import OUTPUT_STRIDES
+from deeplab_core.models.backbone import IMAGENET_MEAN, IMAGENET_STD, OUTPUT_STRIDES
 from deeplab_core.models.deeplab import ARCHS, BACKBONES, DeepLab, build_model, unwrap
 
 SPEC_KEYS = ("arch", "backbone", "output_stride", "num_classes", "class_names", "mean", "std")

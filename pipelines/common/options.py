@@ -35,9 +35,9 @@ def parse_scales(text: str) -> tuple[float, ...]:
     try:
         scales = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--scales must be comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
     if not scales or any(scale <= 0 for scale in scales):
-        raise argparse.ArgumentTypeError(f"--scales must be positive, got {text!r}")
+        raise argparse.ArgumentTypeError(f"scales must be positive, got {text!r}")
     return scales
 
 

@@ -16,7 +16,8 @@ from deeplab_core.data import MASK_DIR
 from deeplab_core.io import normalize_uri
 from deeplab_core.models import ARCHS, BACKBONES, OUTPUT_STRIDES
 from deeplab_core.training import RECIPES, Recipe
-from pipelines.common.options import positive_float, positive_int
+from deeplab_core.msc import MSC_SCALES
+from pipelines.common.options import parse_scales, positive_float, positive_int
 
 
 def option(default: Any, help: str, *, convert: Callable[[str], Any] | None = None,
@@ -58,6 +59,8 @@ class TrainConfig:
     cpus_per_worker: float = option(1.0, "CPUs reserved per worker", convert=positive_float)
     use_gpu: bool = option(False, "one GPU per worker, NCCL")
     amp: bool = option(False, "bf16 (or fp16) autocast on GPUs")
+    msc: bool = option(False, "multi-scale inputs (the paper's MSC): a loss on each scale's output and on their max")
+    msc_scales: tuple[float, ...] = option(MSC_SCALES, "the scales --msc trains at", convert=parse_scales)
     sync_bn: bool = option(False, "SyncBatchNorm across workers")
     freeze_bn: bool = option(False, "freeze BatchNorm statistics and affine (the paper)")
     pretrained_backbone: str | None = option(None, "ImageNet ResNet weights: a local .pth path, or 'cache' for the "

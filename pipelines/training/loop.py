@@ -26,6 +26,7 @@ from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.models import build_model
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.runner import ModelRunner
+from deeplab_core.msc import msc_losses
 from deeplab_core.training import build_optimizer, freeze_batchnorm, poly_lr_scheduler, segmentation_loss
 from pipelines.training.config import TrainConfig
 from pipelines.training.log import TrainingLog
@@ -135,7 +136,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             break
         seen.extend(batch["seed"].tolist()[: max(0, 2000 - len(seen))])
         optimizer_step = (micro_step + 1) % config.accumulation == 0
-        losses.append(train_one_step(worker, batch, config.accumulation, optimizer_step))
+        losses.append(train_one_step(worker, batch, config.accumulation, optimizer_step,
+                                     config.msc_scales if config.msc else None))
         if not optimizer_step:
             continue
         images_per_second = throughput.stepped(worker.iteration)
@@ -206,13 +208,17 @@ def restore(worker: WorkerState) -> None:
         worker_log(f"[train] resumed from iteration {worker.iteration} (checkpoint {checkpoint.path})")
 
 
-def train_one_step(worker: WorkerState, batch: dict, accumulation: int, optimizer_step: bool) -> float:
-    """Forward and backward of one micro-batch; with ``optimizer_step``, the optimizer and schedule step too.
-    Returns the micro-batch's loss."""
+def train_one_step(worker: WorkerState, batch: dict, accumulation: int, optimizer_step: bool,
+                   msc_scales: tuple[float, ...] | None = None) -> float:
+    """Forward and backward of one micro-batch; with ``optimizer_step``, the optimizer and schedule step too;
+    with ``msc_scales``, multi-scale inputs (``deeplab_core.msc``). Returns the micro-batch's loss."""
     images = normalize(batch["image"]).contiguous(memory_format=worker.memory_format)
     with gradient_sync(worker.model, optimizer_step):
         with torch.autocast(worker.device.type, dtype=worker.amp_dtype, enabled=worker.amp_dtype is not None):
-            loss = segmentation_loss(worker.model(images), batch["mask"])
+            if msc_scales:
+                loss = torch.stack(msc_losses(worker.model, images, batch["mask"], msc_scales)).sum()
+            else:
+                loss = segmentation_loss(worker.model(images), batch["mask"])
         worker.scaler.scale(loss / accumulation).backward()
     if optimizer_step:
         worker.scaler.step(worker.optimizer)
