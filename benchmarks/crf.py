@@ -188,7 +188,8 @@ def local_ray(cpus: int, nodes: int) -> Iterator[None]:
         settings = dataclasses.replace(local.load_settings(state), auth_token=os.environ["RAY_AUTH_TOKEN"])
         shares = [cpus // nodes + (1 if node < cpus % nodes else 0) for node in range(nodes)]
         try:
-            local.start_ray_head(state, settings, num_cpus=shares[0], job_api=False)
+            # Nodes that join take the machine's address: Ray's loopback-only mode is a single node's.
+            local.start_ray_head(state, settings, num_cpus=shares[0], job_api=False, loopback_only=False)
             for node, share in enumerate(shares[1:]):
                 local.start_ray_worker(state, settings, num_cpus=share, node_manager_port=WORKER_NODE_PORT + node)
             ray.init(address=f"{local.HOST}:{local.GCS_PORT}", log_to_driver=False)

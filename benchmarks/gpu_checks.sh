@@ -17,7 +17,7 @@ iterations=${ITERATIONS:-60}
 eval_images=${EVAL_IMAGES:-512}
 # All of them take ~18 minutes on an H100 machine: within one 600 s device call, run a subset, e.g.
 # CHECKS="segment cold-start train", CHECKS="crf-scaling segment-crf" (within their limits: 480 and 560 s).
-checks=${CHECKS:-segment cold-start train crf-scaling segment-crf crf-nodes}
+checks=${CHECKS:-segment cold-start train msc crf-scaling segment-crf crf-nodes}
 cpus=$(nproc)
 # The .gpu bundle ships Ray's package without its `ray` command, which cluster.local (crf-scaling's 2 nodes) runs.
 if ! command -v ray >/dev/null; then
@@ -44,8 +44,10 @@ run segment-crf 200 python -m benchmarks.segment --device "$device" --precision 
   --backbone "$backbone" --output-stride 8
 run cold-start 140 python -m benchmarks.cold_start --device "$device" --size "$size" --backbone "$backbone"
 run train 110 python -m benchmarks.train --device "$device" --amp --iterations "$iterations" --backbone "$backbone"
+run msc 60 python -m benchmarks.train --device "$device" --amp --msc-only --backbone "$backbone" --crop-size 321 \
+  --batch-size 10
 # One Ray node, against N plain processes without Ray (~4 min); then the same split over two Ray nodes (~4 min).
-run crf-scaling 360 python -m benchmarks.crf --families "" --size "$size" --per-cpu 30 \
+run crf-scaling 360 python -m benchmarks.crf --families "" --trained-iterations 0 --size "$size" --per-cpu 30 \
   --cpu-counts "$((cpus / 2)),$cpus" --nodes 1
-run crf-nodes 360 python -m benchmarks.crf --families "" --size "$size" --per-cpu 30 \
+run crf-nodes 360 python -m benchmarks.crf --families "" --trained-iterations 0 --size "$size" --per-cpu 30 \
   --cpu-counts "$((cpus / 2)),$cpus" --nodes 2

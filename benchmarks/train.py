@@ -1,12 +1,13 @@
 """pipelines.train (Ray Train + Ray Data ingest) against a bare training loop on the same device, at steady state.
 
     python -m benchmarks.train [--device cuda|cpu] [--iterations 60] [--crop-size 321]
-        [--batch-size 10] [--backbone resnet101] [--amp]
+        [--batch-size 10] [--backbone resnet101] [--amp] [--msc-only]
 
 Both train DeepLab-v2 on the same synthetic VOC-layout dataset with the same recipe, transforms, batch size and
 precision (bf16 autocast with ``--amp`` on GPUs; channels_last on GPUs). The bare loop is what a user writes by
 hand: a torch DataLoader whose workers decode and augment, the model in one process. Steady state excludes the
-first iterations (cuDNN autotuning, pipeline start). Prints images/s of each and the ratio.
+first iterations (cuDNN autotuning, pipeline start). Prints images/s of each and the ratio; first, the step time of
+one fixed batch with and without multi-scale inputs (``--msc``).
 """
 
 from __future__ import annotations
@@ -89,6 +90,35 @@ def pipeline(args: argparse.Namespace, data: str, output: str) -> float:
     return json.loads(read_bytes(f"{output}/workers/rank_0.json"))["steady_images_per_second"]
 
 
+def msc_step_seconds(args: argparse.Namespace, repeats: int = 5) -> tuple[float, float]:
+    """Seconds per training step (forward, backward, SGD) on one fixed batch, single-scale and with MSC
+    (``deeplab_core.msc``, scales 1, 0.75, 0.5), taking turns so both see the same machine; fastest of ``repeats``."""
+    from deeplab_core.msc import MSC_SCALES, msc_losses
+
+    device = torch.device(args.device)
+    model = build_model("deeplabv2", args.backbone, args.output_stride, args.classes).to(device).train()
+    optimizer = build_optimizer(model, lr=1e-4, weight_decay=5e-4)
+    images = torch.randn(args.batch_size, 3, args.crop_size, args.crop_size, device=device)
+    target = torch.randint(0, args.classes, (args.batch_size, args.crop_size, args.crop_size), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp)
+
+    def step(msc: bool) -> float:
+        started = time.perf_counter()
+        with autocast:
+            loss = (torch.stack(msc_losses(model, images, target, MSC_SCALES)).sum() if msc
+                    else segmentation_loss(model(images), target))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    step(False), step(True)  # warm-up (cuDNN, allocator)
+    plain, msc = zip(*[(step(False), step(True)) for _ in range(repeats)])
+    return min(plain), min(msc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
@@ -100,7 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (GPUs)")
     parser.add_argument("--loader-workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)))
+    parser.add_argument("--msc-only", action="store_true", help="only the step time with and without --msc")
     args = parser.parse_args(argv)
+    plain, msc = msc_step_seconds(args)
+    print(f"one training step, batch {args.batch_size} crop {args.crop_size}: {plain:.3f} s single-scale, "
+          f"{msc:.3f} s with --msc (scales 1, 0.75, 0.5): {msc / plain:.2f}x")
+    if args.msc_only:
+        return 0
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     data = str(work / "data")

@@ -227,7 +227,8 @@ def ray_head_running(settings: Settings) -> bool:
                        "cluster, or one started with another token); stop it first")
 
 
-def start_ray_head(state: Path, settings: Settings, num_cpus: int | None = None, job_api: bool = True) -> None:
+def start_ray_head(state: Path, settings: Settings, num_cpus: int | None = None, job_api: bool = True,
+                   loopback_only: bool = True) -> None:
     """`ray start --head` on 127.0.0.1 with token authentication; the S3 variables reach every worker. Returns once
     the head answers a job-submission call; with ``job_api=False`` (no dashboard, so no job submission: for
     drivers on this machine, and machines without the dashboard's packages) once `ray start` returns."""
@@ -245,7 +246,7 @@ def start_ray_head(state: Path, settings: Settings, num_cpus: int | None = None,
         command.append(f"--num-cpus={num_cpus}")
     if not job_api:
         command.append("--include-dashboard=false")
-    env = {**ray_environment(settings), **s3_variables(client_environment(settings))}
+    env = {**ray_environment(settings, loopback_only), **s3_variables(client_environment(settings))}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     if result.returncode != 0:
         raise ClusterError(f"`ray start --head` failed:\n{result.stdout}\n{result.stderr}")
