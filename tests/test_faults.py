@@ -143,8 +143,9 @@ def test_a_training_workers_node_killed_mid_run_resumes_from_its_last_checkpoint
     generate(data, num_images=12, size=64, num_classes=NUM_CLASSES, seed=5)
     local.start_ray_worker(cluster_state, s3, num_cpus=6, node_manager_port=SECOND_NODE_PORT)
     events = []
-    # Four checkpoints after the second: the kill lands mid-run even when a busy machine delays the killer by seconds.
-    iterations = 24
+    # Eight checkpoints after the second: the kill lands mid-run even when a busy machine delays the killer by seconds
+    # (at 24 iterations it once landed after the run, with both cores busy with other work).
+    iterations = 40
 
     def kill_then_replace() -> None:
         deadline = time.monotonic() + 300
