@@ -170,7 +170,8 @@ def select_labels(image: np.ndarray, probs: np.ndarray, params: CRFParams = PAPE
     ``params.prune_ratio`` (e^-3) of the cell's winner on some cell: a 3-nat margin for what the grid cannot see
     (colour detail inside a cell that the pixel-level bilateral kernel uses, boundaries crossing cells). Measured
     with ``benchmarks/crf.py`` on every family of model outputs, a trained model's included: the kept labels are
-    those the exact CRF's result holds.
+    those the exact CRF's result holds, at most one more (and one fewer where the exact CRF keeps a noise label on
+    a few pixels).
     """
     classes = probs.shape[0]
     cell = params.prune_cell

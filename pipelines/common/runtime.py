@@ -23,7 +23,6 @@ if not os.environ.get("RAY_ADDRESS"):
         os.environ.setdefault(_name, _value)
 
 
-
 class _DropRecords(logging.Filter):
     """Drops log records whose message starts with one of ``prefixes``; with ``keep_only``, every record but those."""
 
@@ -101,8 +100,7 @@ def init_ray() -> None:
     """
     import ray
 
-    quiet_ray_logging()
-    configure_ray_data()
+    configure_ray_data()  # and quiet_ray_logging
     if ray.is_initialized():
         return
     # Inside `ray job submit`, the job's runtime env already applies to every process; Ray refuses a driver

@@ -27,10 +27,10 @@ from deeplab_core.inference import TRANSPORT_DTYPE, working_size
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import decode_image, decode_mask, read_bytes, resize_image, resize_labels
 from deeplab_core.runner import ModelRunner
-from pipelines.segmentation.writers import MaskWriter, OutputWriter
+from pipelines.common.options import ModelResources, model_stage_resources
 from pipelines.segmentation import columns
 from pipelines.segmentation.manifest import SCHEMA
-from pipelines.common.options import ModelResources, model_stage_resources
+from pipelines.segmentation.writers import MaskWriter, OutputWriter
 
 _NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
 _NO_LOGITS = np.zeros((1, 1, 1), TRANSPORT_DTYPE)
