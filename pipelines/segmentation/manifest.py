@@ -1,4 +1,4 @@
-"""The segmentation manifest: one Parquet row per input image (schema fixed by DESIGN.md).
+"""The segmentation manifest: one Parquet row per input image (its columns are a contract: SCHEMA, in the README).
 
 Each run writes its rows under ``<output>/manifest/run-<time>/``; ``compact`` then rewrites the folder as one
 ``manifest-<time>.parquet`` in which every input appears exactly once (a newer row supersedes an older one for the
