@@ -107,8 +107,8 @@ def dense_crf_marginals(image: np.ndarray, probs: np.ndarray, params: CRFParams 
         # in every pixel's normalisation they weigh what their unaries say, summed - their share of the probability
         # (each clipped like the unary, which 1 - kept covers to within 2e-4). Dropping that share instead would
         # inflate the kept labels' marginals and with them every message, where a confused model spreads its mass.
-        rest = np.maximum(1.0 - full[kept].sum(0), (probs.shape[0] - len(kept)) * _MIN_PROBABILITY)
         full = full[kept]
+        rest = np.maximum(1.0 - full.sum(0), (probs.shape[0] - len(kept)) * _MIN_PROBABILITY)
     if stats is not None:
         stats["labels"] = full.shape[0]
     clock.lap("label selection")
