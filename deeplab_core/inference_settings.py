@@ -1,5 +1,5 @@
 """How a trained model segments images: one frozen, checked value that the runner, the in-process ``segment_image``
-and the pipelines' stages take whole (the drivers' flags derive from its fields)."""
+and the pipelines' stages take whole (the drivers' flags take their defaults from its fields)."""
 
 from __future__ import annotations
 
