@@ -79,6 +79,15 @@ def _run_until_complete(argv: list[str], attempts: int = 3) -> int:
     raise AssertionError(f"not complete after {attempts} runs")
 
 
+def _registered_checkpoints(output: str) -> list[str]:
+    """The checkpoints Ray Train's controller has registered for the training run in ``output``."""
+    try:
+        snapshot = json.loads(Path(output, "train", "checkpoint_manager_snapshot.json").read_text())
+    except (OSError, ValueError):  # not written yet, or being written
+        return []
+    return [result["checkpoint_dir_name"] for result in snapshot.get("checkpoint_results", [])]
+
+
 def _second_node_processes(port: int = SECOND_NODE_PORT) -> list[psutil.Process]:
     """The raylet started with node-manager ``port`` and every process under it."""
     raylets = [p for p in psutil.process_iter(["cmdline"])
@@ -131,8 +140,8 @@ for process in psutil.process_iter(["cmdline"]):
 def test_a_training_workers_node_killed_mid_run_resumes_from_its_last_checkpoint(ray_cluster, s3, cluster_state,
                                                                                  tmp_path):
     """The only worker fits on the second node alone (more CPUs than the head has), so that is where it trains. The
-    node dies after the second checkpoint; a replacement node joins (as an autoscaler would start one); with
-    --max-failures 1 the worker group restarts there from the checkpoint and the run finishes."""
+    node dies once Ray Train has registered a checkpoint; a replacement node joins (as an autoscaler would start
+    one); with --max-failures 1 the worker group restarts there from the checkpoint and the run finishes."""
     import threading
 
     from deeplab_core.checkpoint import load_checkpoint
@@ -143,19 +152,23 @@ def test_a_training_workers_node_killed_mid_run_resumes_from_its_last_checkpoint
     generate(data, num_images=12, size=64, num_classes=NUM_CLASSES, seed=5)
     local.start_ray_worker(cluster_state, s3, num_cpus=6, node_manager_port=SECOND_NODE_PORT)
     events = []
-    # Eight checkpoints after the second: the kill lands mid-run even when a busy machine delays the killer by seconds
-    # (at 24 iterations it once landed after the run, with both cores busy with other work).
+    # Nine checkpoints after the first: the kill lands mid-run even when a busy machine delays the killer by seconds.
     iterations = 40
 
     def kill_then_replace() -> None:
         deadline = time.monotonic() + 300
-        # Two checkpoints written: the first is surely registered with Ray Train, which resumes from it.
-        while len(list(Path(output).glob("train/checkpoint_*/checkpoint.pt"))) < 2 and time.monotonic() < deadline:
+        # A checkpoint registered by Ray Train's controller (which resumes from it), not merely written: the
+        # controller takes reports from the worker when it polls it, and a worker killed between its report and
+        # that poll takes the report with it (the run then restarts from nothing).
+        while not _registered_checkpoints(output) and time.monotonic() < deadline:
             time.sleep(0.2)
+        checkpoints = _registered_checkpoints(output)
         victims = _second_node_processes()
+        names = sorted({process.name() for process in victims if process.is_running()})
         for process in victims:
             process.kill()
         events.append(f"killed {len(victims)}")
+        events.append(f"after {checkpoints}: {names}")
         time.sleep(3)
         local.start_ray_worker(cluster_state, s3, num_cpus=6, node_manager_port=SECOND_NODE_PORT + 1)
         events.append("replaced")
@@ -176,7 +189,7 @@ def test_a_training_workers_node_killed_mid_run_resumes_from_its_last_checkpoint
     assert events and events[0] != "killed 0" and events[-1] == "replaced", events
     # The worker's own record (its log line reaches the driver asynchronously, and may come after the run's end).
     report = json.loads(Path(output, "workers", "rank_0.json").read_text())
-    assert report["resumed_from"] is not None and report["resumed_from"] >= 4, report
+    assert report["resumed_from"] is not None and report["resumed_from"] >= 4, (report, events)
     assert report["iteration"] == load_checkpoint(output).state["iteration"] == iterations
 
 
