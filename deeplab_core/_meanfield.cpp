@@ -6,7 +6,7 @@
 //     values: keys are hashed in batches and their slots, like the blur's neighbours and the splat/slice
 //     vertices, prefetched ahead of use;
 //   - filters are specialised for the number of labels and fused with the normalisation and the Potts weights;
-//   - the spatial kernel depends only on the image size, so the last one built is kept and reused;
+//   - the spatial kernel depends only on the image size, so the last few built are kept and reused;
 //   - optionally (the pruned CRF) a narrow spatial kernel is computed exactly, as a separable filter (no lattice);
 //   - exponentials are computed in arithmetic the compiler vectorises.
 // deeplab_core/crf.py calls it through `mean_field`; pydensecrf stays the reference (the CRF's exact mode).
@@ -21,6 +21,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -359,22 +360,31 @@ struct SpatialKey {
     }
 };
 
-// The spatial kernel depends only on the image size and the kernel's width: keep the last one of each kind built (a
-// CRF worker sees many images of one size). `make` builds one, or returns null when it cannot. One cache per call site.
+// The spatial kernel depends only on the image size and the kernel's width: keep the last few built (a CRF worker
+// sees many images of one size, and the pruned CRF's label screening runs on a coarser grid of each image, so two
+// sizes alternate). `make` builds one, or returns null when it cannot. One cache per call site.
+constexpr size_t kKernelsKept = 4;
+
 template <typename Kernel, typename Make>
 std::shared_ptr<const Kernel> last_built(const SpatialKey &key, Make make) {
     static std::mutex guard;
-    static SpatialKey cached_key{0, 0, 0.f};
-    static std::shared_ptr<const Kernel> cached;
+    static std::vector<std::pair<SpatialKey, std::shared_ptr<const Kernel>>> cached;  // most recently used last
     {
         std::lock_guard<std::mutex> lock(guard);
-        if (cached && cached_key == key) return cached;
+        for (size_t i = 0; i < cached.size(); ++i) {
+            if (cached[i].first == key) {
+                auto hit = cached[i];
+                cached.erase(cached.begin() + static_cast<std::ptrdiff_t>(i));
+                cached.push_back(hit);
+                return hit.second;
+            }
+        }
     }
     std::shared_ptr<const Kernel> kernel = make();
     if (!kernel) return nullptr;
     std::lock_guard<std::mutex> lock(guard);
-    cached_key = key;
-    cached = kernel;
+    if (cached.size() >= kKernelsKept) cached.erase(cached.begin());
+    cached.emplace_back(key, kernel);
     return kernel;
 }
 

@@ -19,6 +19,7 @@ from deeplab_core.data.voc import CLASS_NAMES_FILE, IMAGE_DIR, IMAGE_SUFFIX, MAS
 from deeplab_core.io import encode_jpeg, encode_palette_png, join_uri, write_bytes
 
 SHAPES = ("ellipse", "rectangle", "triangle")
+GRAIN = 8.0  # per-pixel colour noise (standard deviation, 0-255 scale)
 
 
 def class_colours(num_classes: int) -> np.ndarray:
@@ -52,8 +53,10 @@ def _draw_shape(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, 
 
 
 def make_sample(rng: np.random.Generator, size: int = 128, num_classes: int = 4,
-                max_shapes: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """One (uint8 H x W x 3 image, uint8 H x W mask) pair with 1..max_shapes shapes."""
+                max_shapes: int = 3, grain: float = GRAIN) -> tuple[np.ndarray, np.ndarray]:
+    """One (uint8 H x W x 3 image, uint8 H x W mask) pair with 1..max_shapes shapes; ``grain``: the per-pixel
+    colour noise's standard deviation (a noisy camera: more than the paper's CRF colour width, theta_beta = 3,
+    expects)."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     mask_image = Image.new("L", (size, size), 0)
@@ -67,8 +70,8 @@ def make_sample(rng: np.random.Generator, size: int = 128, num_classes: int = 4,
     image = colours[mask] + jitter[mask]
     # Texture: a blotchy low-frequency field, stronger on the background, plus per-pixel grain.
     blotches = _smooth_noise(rng, size, cells=6)[..., None] * np.where(mask == 0, 35.0, 15.0)[..., None]
-    grain = rng.normal(0.0, 8.0, image.shape).astype(np.float32)
-    image = np.clip(image + blotches + grain, 0, 255).astype(np.uint8)
+    noise = rng.normal(0.0, grain, image.shape).astype(np.float32)
+    image = np.clip(image + blotches + noise, 0, 255).astype(np.uint8)
     return image, mask
 
 

@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
     add_model_options(parser, crf_default=False)
     args = parser.parse_args(argv)
     return EvaluateConfig(args.data, args.output, args.checkpoint, args.split, args.mask_folder,
-                          inference_settings(args), model_resources(args), args.allow_failures)
+                          inference_settings(args, parser), model_resources(args), args.allow_failures)
 
 
 def main(argv: list[str] | None = None) -> int:

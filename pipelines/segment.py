@@ -62,8 +62,8 @@ def parse_args(argv: list[str] | None = None) -> SegmentConfig:
                         help=f"inputs per Ray Data block (default: enough blocks for every CPU, at most "
                              f"{MAX_ROWS_PER_BLOCK}); a crash loses at most the blocks in flight")
     args = parser.parse_args(argv)
-    return SegmentConfig(args.input, args.output, args.checkpoint, inference_settings(args), model_resources(args),
-                         args.overlay, args.rows_per_block)
+    return SegmentConfig(args.input, args.output, args.checkpoint, inference_settings(args, parser),
+                         model_resources(args), args.overlay, args.rows_per_block)
 
 
 def main(argv: list[str] | None = None) -> int:

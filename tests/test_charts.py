@@ -1,4 +1,5 @@
-"""The pictures: PNGs that decode, one panel per confusion matrix, curves with and without values yet."""
+"""The pictures: PNGs that decode, one panel per confusion matrix, curves with and without values yet, the CRF
+tuning's map with cells not scored."""
 
 import io
 
@@ -6,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from deeplab_core.metrics import ConfusionMatrix
-from pipelines.common.charts import render_confusion_matrices, render_curves
+from pipelines.common.charts import render_confusion_matrices, render_crf_grid, render_curves
 
 
 def _size(png: bytes) -> tuple[int, int]:
@@ -28,3 +29,13 @@ def test_curves_render_before_and_after_validation():
     for png in (empty, render_curves(rows)):
         width, height = _size(png)
         assert width > 2 * height > 300
+
+
+def test_the_crf_tuning_map_has_a_cell_per_value_and_outlines_the_best():
+    coarse = [(alpha, weight, 0.5 + alpha / 1000 + weight / 100) for alpha in (30, 50, 70) for weight in (3, 5)]
+    wide = render_crf_grid(coarse + [(60, 4, 0.8)], best=(60, 4), title="t")  # a finer-round point: cells left blank
+    narrow = render_crf_grid(coarse[:2], best=(30, 5), title="t")
+    pixels = np.asarray(Image.open(io.BytesIO(wide)).convert("RGB")).astype(int)
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
+    assert red.sum() > 50  # the best cell's outline
+    assert _size(wide)[0] > _size(narrow)[0] and _size(wide)[1] > _size(narrow)[1]

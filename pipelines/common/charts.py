@@ -1,6 +1,7 @@
-"""The pictures the drivers write for people: training curves and confusion matrices, drawn with matplotlib.
+"""The pictures the drivers write for people: training curves, confusion matrices and the CRF tuning's mIoU map,
+drawn with matplotlib.
 
-Both render to PNG bytes (the callers write them to any URI) with matplotlib's non-interactive Agg canvas, so no
+Each renders to PNG bytes (the callers write them to any URI) with matplotlib's non-interactive Agg canvas, so no
 display and no global pyplot state are involved.
 """
 
@@ -11,6 +12,7 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import LogLocator
 
 from deeplab_core.metrics import ConfusionMatrix
@@ -82,4 +84,32 @@ def render_confusion_matrices(matrices: dict[str, ConfusionMatrix], class_names:
         axes.set(xlabel="predicted class", ylabel="true class",
                  title=f"{title}: mIoU {matrix.miou():.3f}, pixel accuracy {matrix.pixel_accuracy():.3f}")
     figure.colorbar(image, ax=list(panels), shrink=0.8, label="share of the true class's pixels")
+    return _png(figure)
+
+
+def render_crf_grid(points: list[tuple[float, float, float]], best: tuple[float, float], title: str) -> bytes:
+    """mIoU over theta_alpha (x) and w1 (y) as a heat map, one cell per scored (theta_alpha, w1, mIoU) point (cells
+    not scored stay blank), values in the cells, the best setting outlined."""
+    alphas = sorted({alpha for alpha, _, _ in points})
+    weights = sorted({weight for _, weight, _ in points})
+    grid = np.full((len(weights), len(alphas)), np.nan)
+    for alpha, weight, miou in points:
+        grid[weights.index(weight), alphas.index(alpha)] = miou
+    figure = Figure(figsize=(max(5.0, 0.75 * len(alphas) + 2.5), max(3.0, 0.5 * len(weights) + 1.8)),
+                    layout="constrained")
+    axes = figure.subplots()
+    finite = grid[np.isfinite(grid)]
+    image = axes.imshow(grid, cmap="viridis", origin="lower", aspect="auto",
+                        vmin=float(finite.min()) if finite.size else 0, vmax=float(finite.max()) if finite.size else 1)
+    middle = (float(finite.min()) + float(finite.max())) / 2 if finite.size else 0.5
+    for row, column in zip(*np.nonzero(np.isfinite(grid))):
+        value = grid[row, column]
+        axes.text(column, row, f"{value:.4f}", ha="center", va="center", fontsize=7,
+                  color="black" if value > middle else "white")
+    best_column, best_row = alphas.index(best[0]), weights.index(best[1])
+    axes.add_patch(Rectangle((best_column - 0.5, best_row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    axes.set_xticks(range(len(alphas)), [f"{alpha:g}" for alpha in alphas])
+    axes.set_yticks(range(len(weights)), [f"{weight:g}" for weight in weights])
+    axes.set(xlabel="theta_alpha (bilateral kernel's spatial width, px)", ylabel="w1 (bilateral weight)", title=title)
+    figure.colorbar(image, ax=axes, label="mIoU")
     return _png(figure)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, replace
 
-from deeplab_core.crf import PAPER_PARAMS
+from deeplab_core.crf import PAPER_PARAMS, CRFParams
+from deeplab_core.crf_file import load_crf_params
 from deeplab_core.inference_settings import PRECISIONS, InferenceSettings
+from deeplab_core.io import normalize_uri
 
 
 def _checked_number(convert: type, accept, requirement: str):
@@ -55,12 +57,15 @@ class ModelResources:
 _SETTINGS, _RESOURCES = InferenceSettings(), ModelResources()
 
 
-def add_model_options(parser: argparse.ArgumentParser, crf_default: bool) -> None:
-    """Options shared by segment and evaluate: ``InferenceSettings`` and ``ModelResources`` field by field, with
-    their defaults. ``--crf/--no-crf``: whether the dense CRF runs (on by default for segment, off for evaluate)."""
-    parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=crf_default,
-                        help="refine with the dense CRF (" + ("on by default; --no-crf: masks are the model's argmax)"
-                                                            if crf_default else "--crf: also score the CRF's labels)"))
+def add_model_options(parser: argparse.ArgumentParser, crf_default: bool | None) -> None:
+    """Options shared by segment, evaluate and tune_crf: ``InferenceSettings`` and ``ModelResources`` field by
+    field, with their defaults. ``--crf/--no-crf``: whether the dense CRF runs (``crf_default``: on by default for
+    segment, off for evaluate; None: no such switch, the CRF always runs)."""
+    if crf_default is not None:
+        parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=crf_default,
+                            help="refine with the dense CRF (" + ("on by default; --no-crf: masks are the model's "
+                                                                "argmax)" if crf_default else
+                                                                "--crf: also score the CRF's labels)"))
     parser.add_argument("--checkpoint", required=True,
                         help="a checkpoint file, a training --output folder, or a Ray Train checkpoint folder")
     parser.add_argument("--scales", type=parse_scales, default=",".join(map(str, _SETTINGS.scales)),
@@ -81,8 +86,12 @@ def add_model_options(parser: argparse.ArgumentParser, crf_default: bool) -> Non
     parser.add_argument("--max-pixels", type=positive_int, default=_SETTINGS.max_pixels,
                         help="segment images with more pixels than this at reduced size (masks keep the input's "
                              "size): one huge image must not exhaust a model actor's memory")
-    parser.add_argument("--crf-iterations", type=positive_int, default=PAPER_PARAMS.iterations,
-                        help="mean-field iterations")
+    parser.add_argument("--crf-params", type=crf_params_file, default=None, metavar="FILE",
+                        help="the CRF's weights and kernel widths from a crf_params.yaml (local or s3://), as "
+                             "pipelines.tune_crf writes it; default: the paper's")
+    parser.add_argument("--crf-iterations", type=positive_int, default=None,
+                        help="mean-field iterations (default: the --crf-params file's, else "
+                             f"{PAPER_PARAMS.iterations})")
     parser.add_argument("--crf-prune-ratio", type=unit_fraction, default=PAPER_PARAMS.prune_ratio,
                         help="label pruning: the CRF runs over the labels whose marginal, in a screening mean field "
                              "on 8-pixel cells, comes within this factor of a cell's winner (smaller keeps more "
@@ -91,12 +100,28 @@ def add_model_options(parser: argparse.ArgumentParser, crf_default: bool) -> Non
                         help="the reference CRF: pydensecrf over all labels, no pruning (~5x slower)")
 
 
-def inference_settings(args: argparse.Namespace) -> InferenceSettings:
-    """The ``InferenceSettings`` the model options describe (the CRF's: the paper's parameters otherwise)."""
+def crf_params_file(uri: str) -> CRFParams:
+    """An argparse ``type``: the ``CRFParams`` of the parameter file at ``uri`` (refused with the reason)."""
+    uri = normalize_uri(uri)
+    try:
+        return load_crf_params(uri)
+    except FileNotFoundError:
+        raise argparse.ArgumentTypeError(f"no such file: {uri}") from None
+    except (ValueError, OSError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def inference_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> InferenceSettings:
+    """The ``InferenceSettings`` the model options describe (the CRF's: the --crf-params file's, else the paper's;
+    a parser without ``--crf`` always runs the CRF). CRF options with the CRF off are refused through ``parser``."""
     crf = None
-    if args.crf:
+    if not getattr(args, "crf", True) and args.crf_params is not None:
+        parser.error("--crf-params sets the CRF's parameters, but the CRF is off: add --crf (evaluate) or drop "
+                     "--no-crf (segment)")
+    if getattr(args, "crf", True):
+        base = args.crf_params or PAPER_PARAMS
         method = {"method": "exact"} if args.crf_exact else {"prune_ratio": args.crf_prune_ratio}
-        crf = replace(PAPER_PARAMS, iterations=args.crf_iterations, **method)
+        crf = replace(base, iterations=args.crf_iterations or base.iterations, **method)
     return InferenceSettings(scales=args.scales, flip=args.flip, precision=args.precision,
                              batch_size=args.batch_size, max_side=args.max_side, max_pixels=args.max_pixels, crf=crf)
 

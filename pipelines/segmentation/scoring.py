@@ -1,14 +1,23 @@
-"""Scoring a pipeline's labels against ground truth, as a Ray Data stage of ``pipelines.evaluate``."""
+"""Scoring a pipeline's labels against ground truth, as Ray Data stages: ``Scorer`` for ``pipelines.evaluate``,
+``CRFSettingsScorer`` for ``pipelines.tune_crf``."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Sequence
 
 import numpy as np
 
+from deeplab_core.crf import CRFParams
+from deeplab_core.crf_tuning import score_crf_settings
 from deeplab_core.io import resize_labels
 from deeplab_core.metrics import ConfusionMatrix
 from pipelines.segmentation import columns
+from pipelines.segmentation.stages import describe
+
+CHUNK = "chunk"  # which share of the settings a row's task scores (tune_crf splits an image's settings over tasks)
+MATRICES = "matrices"  # settings x classes x classes confusion counts, flattened
 
 
 class Scorer:
@@ -34,3 +43,37 @@ class Scorer:
                     values.append(batch[column][row].item())
         return {"plain": [plain.counts.ravel()], "crf": [refined.counts.ravel()], "errors": [json.dumps(errors)],
                 "precisions": [json.dumps(precisions)], "costs": [json.dumps(costs)]}
+
+
+class CRFSettingsScorer:
+    """CPU task: for each row (an image, its low-resolution logits and ground truth; its ``chunk``), the confusion
+    matrices of the CRF's labels under every ``chunks``-th setting from the chunk's index on, and of the model's own
+    argmax (``plain``, chunk 0 only); ``error`` when the row failed earlier or here."""
+
+    def __init__(self, settings: Sequence[CRFParams], chunks: int, stride: int, num_classes: int) -> None:
+        self.settings, self.chunks, self.stride, self.num_classes = tuple(settings), chunks, stride, num_classes
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        out: dict[str, list] = {columns.URI: [], columns.ERROR: [], CHUNK: [], MATRICES: [], "plain": [],
+                                columns.SECONDS_CRF: []}
+        for row in range(len(batch[columns.URI])):
+            chunk, error = int(batch[CHUNK][row]), str(batch[columns.ERROR][row])
+            matrices, plain, started = np.zeros(0, np.int64), np.zeros(0, np.int64), time.perf_counter()
+            if not error:
+                label = batch[columns.LABEL][row]
+                try:
+                    scores = score_crf_settings(batch[columns.IMAGE][row], batch[columns.LOGITS][row], label,
+                                                self.stride, self.settings[chunk::self.chunks], self.num_classes)
+                    matrices = np.stack([score.counts for score in scores]).ravel()
+                    if chunk == 0:
+                        plain = ConfusionMatrix(self.num_classes).update(
+                            resize_labels(batch[columns.LABELS][row], label.shape), label).counts.ravel()
+                except Exception as err:  # noqa: BLE001 - recorded; the driver leaves the image out of every setting
+                    error = describe(err)
+            out[columns.URI].append(str(batch[columns.URI][row]))
+            out[columns.ERROR].append(error)
+            out[CHUNK].append(chunk)
+            out[MATRICES].append(matrices)
+            out["plain"].append(plain)
+            out[columns.SECONDS_CRF].append(time.perf_counter() - started)
+        return out

@@ -221,11 +221,12 @@ def default_rows_per_block(count: int, batch_size: int) -> int:
 
 
 def add_model_stages(dataset, checkpoint, settings: InferenceSettings, resources: ModelResources, *, plain: bool,
-                     keep_image: bool, num_classes: int | None = None):
+                     keep_image: bool, num_classes: int | None = None, low_res_logits: bool = False):
     """decode -> model -> (CRF, when ``settings.crf``) on ``dataset``.
 
     ``plain``: also emit the model's own argmax labels (``labels``); ``keep_image``: keep the decoded image after
-    the CRF (overlays need it).
+    the CRF (overlays need it); ``low_res_logits``: emit the model's ``logits`` (with no CRF stage: tune_crf runs
+    many CRF settings on them).
     """
     crf = settings.crf is not None
     # The retry limits above have no named map_batches parameter in Ray 2.60; its deprecation notice is noise.
@@ -233,7 +234,8 @@ def add_model_stages(dataset, checkpoint, settings: InferenceSettings, resources
     dataset = dataset.map_batches(ReadImages(settings.max_side, settings.max_pixels, num_classes),
                                   batch_size=settings.batch_size, **TASK_RETRIES)
     dataset = dataset.map_batches(
-        Predictor, fn_constructor_kwargs={"checkpoint": checkpoint.uri, "settings": settings, "logits": crf,
+        Predictor, fn_constructor_kwargs={"checkpoint": checkpoint.uri, "settings": settings,
+                                          "logits": crf or low_res_logits,
                                           "labels": plain, "keep_image": crf or keep_image},
         batch_size=settings.batch_size * CALLS_PER_MODEL_TASK, **model_stage_resources(resources), **ACTOR_RETRIES)
     if crf:

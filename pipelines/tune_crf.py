@@ -1,0 +1,272 @@
+"""Tune the dense CRF's parameters for a model on labelled images, as the paper did: cross-validation on Ray Data.
+
+    python -m pipelines.tune_crf --data URI --checkpoint URI --output URI [--split val] [--num-images 100]
+
+The model runs once over the images (actors, as in ``pipelines.evaluate``) and its low-resolution logits are kept;
+then every CRF setting of a coarse grid (the paper's by default: w1 3-6, theta_alpha 30-100, theta_beta 3-6) runs
+over every image as CPU tasks, then a finer grid around the best. Writes ``<output>/crf_params.yaml`` (the best
+setting, for ``--crf-params`` of segment and evaluate), ``<output>/crf_settings.parquet`` (every setting's mIoU and
+pixel accuracy) and ``<output>/crf_miou.png`` (mIoU over theta_alpha x w1 at the best theta_beta). A re-run into the
+same output skips the settings already scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from deeplab_core.checkpoint import Checkpoint, build_from_checkpoint, load_checkpoint
+from deeplab_core.crf import PAPER_PARAMS, CRFParams
+from deeplab_core.crf_file import CRF_PARAMS_FILE, PAPER_SYMBOLS, dump_crf_params
+from deeplab_core.crf_tuning import PAPER_GRID, CRFGrid, best_setting, finer_grid, parse_grid_axis
+from deeplab_core.data import MASK_DIR, image_uri, mask_uri, read_split
+from deeplab_core.inference_settings import InferenceSettings
+from deeplab_core.io import join_uri, normalize_uri, write_bytes
+from deeplab_core.metrics import ConfusionMatrix
+from pipelines.common.charts import render_crf_grid
+from pipelines.common.options import (
+    HelpFormatter, ModelResources, add_model_options, inference_settings, model_resources, positive_int,
+)
+from pipelines.common.runtime import check_cluster_address, check_writable, explain, is_user_error
+from pipelines.segmentation import columns
+from pipelines.segmentation.scoring import CHUNK, MATRICES, CRFSettingsScorer
+from pipelines.tuning.table import NO_CRF, TABLE_FILE, TuningTable, inputs_digest, setting_key
+
+CHART_FILE = "crf_miou.png"
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """What one tuning does: ``run(config)`` is the command line's ``main`` without the parsing. ``inference.crf``
+    is the base setting: its iterations and method, and the values of the parameters ``grid`` does not search."""
+
+    data: str
+    output: str
+    checkpoint: str
+    split: str = "val"
+    num_images: int = 100  # the paper's: the first 100 of the split's list
+    mask_folder: str = MASK_DIR
+    grid: CRFGrid = PAPER_GRID
+    refine: bool = True  # a second, finer round around the first's best
+    inference: InferenceSettings = InferenceSettings()
+    resources: ModelResources = ModelResources()
+    allow_failures: bool = False
+
+    def __post_init__(self) -> None:
+        if self.inference.crf is None:
+            raise ValueError("TuneConfig: inference.crf must be the base CRF setting, got None")
+
+
+def grid_axis(text: str) -> tuple[str, tuple[float, ...]]:
+    try:
+        return parse_grid_axis(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def parse_args(argv: list[str] | None = None) -> TuneConfig:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.tune_crf", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--data", required=True, type=normalize_uri, help="VOC-layout dataset root")
+    parser.add_argument("--split", default="val", help="which ImageSets/Segmentation/<split>.txt to tune on")
+    parser.add_argument("--num-images", type=positive_int, default=TuneConfig.num_images,
+                        help="tune on the split's first N images (the paper used 100 val images)")
+    parser.add_argument("--mask-folder", default=MASK_DIR,
+                        help="the masks' folder under --data (SegmentationClassAug for VOC + SBD)")
+    parser.add_argument("--output", required=True, type=normalize_uri,
+                        help=f"where {CRF_PARAMS_FILE}, {TABLE_FILE} and {CHART_FILE} go")
+    parser.add_argument("--grid", type=grid_axis, action="append", metavar="NAME=VALUES",
+                        help="a parameter to search and its values, repeated for each (the others stay at "
+                             "--crf-params' or the paper's): NAME is w1, theta_alpha, theta_beta, w2 or theta_gamma; "
+                             "VALUES are 3,4,5 or a MATLAB range start:step:stop. Default: the paper's first round, "
+                             "--grid w1=3:1:6 --grid theta_alpha=30:10:100 --grid theta_beta=3:1:6")
+    parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=TuneConfig.refine,
+                        help="a second round around the first's best: each searched parameter at the best value and "
+                             "half a step either side")
+    parser.add_argument("--allow-failures", action="store_true",
+                        help="exit 0 even when some images could not be read or scored (they are left out of every "
+                             "setting's score either way)")
+    add_model_options(parser, crf_default=None)
+    args = parser.parse_args(argv)
+    grid = CRFGrid(tuple(args.grid)) if args.grid else PAPER_GRID
+    try:
+        grid.settings()
+    except ValueError as err:
+        parser.error(str(err))
+    return TuneConfig(args.data, args.output, args.checkpoint, args.split, args.num_images, args.mask_folder,
+                      grid, args.refine, inference_settings(args, parser), model_resources(args), args.allow_failures)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parse_args(argv))
+
+
+def run(config: TuneConfig) -> int:
+    """Tune the CRF for ``config.checkpoint`` on ``config.data``; the exit status (see the README's exit codes)."""
+    try:
+        checkpoint = load_checkpoint(config.checkpoint)
+        build_from_checkpoint(checkpoint)
+        ids = read_split(config.data, config.split)[: config.num_images]
+        settings = config.inference
+        inputs = inputs_digest(data=config.data, split=config.split, mask_folder=config.mask_folder, ids=ids,
+                               scales=settings.scales, flip=settings.flip, precision=settings.precision,
+                               max_side=settings.max_side, max_pixels=settings.max_pixels)
+        table = TuningTable.load(config.output, checkpoint.digest, inputs, checkpoint.spec.num_classes)
+        check_writable(config.output)
+        check_cluster_address()
+    except Exception as err:  # noqa: BLE001 - a user's mistake is one line; anything else keeps its traceback
+        if not is_user_error(err):
+            raise
+        print(f"error: {explain(err)}", file=sys.stderr)
+        return 2
+    base = settings.crf
+    print(f"[tune_crf] {len(ids)} images of {config.data} ({config.split}) with model {checkpoint.digest}; "
+          f"grid {config.grid.describe()}" + ("; then a finer round" if config.refine else ""), flush=True)
+    scorer = RoundScorer(config, ids, checkpoint)
+
+    rounds = [("paper", [replace(PAPER_PARAMS, iterations=base.iterations, method=base.method,
+                                 prune_ratio=base.prune_ratio)]),
+              ("coarse", config.grid.settings(base))]
+    if not scorer.score(table, rounds):
+        return 1
+    searched = [params for _, settings_ in rounds for params in settings_]
+    best, _ = best_setting([(params, table.score(params)) for params in searched])
+    if config.refine:
+        fine = [("fine", finer_grid(config.grid, best).settings(best))]
+        if not scorer.score(table, fine):
+            return 1
+        searched += fine[0][1]
+        best, _ = best_setting([(params, table.score(params)) for params in searched])
+
+    report(config, table, base, best, checkpoint)
+    if scorer.failures and not config.allow_failures:
+        first_uri, first_error = next(iter(scorer.failures.items()))
+        print(f"error: {len(scorer.failures)} of {len(ids)} images failed (first: {first_uri}: {first_error}); the "
+              "scores above leave them out; pass --allow-failures to accept that", file=sys.stderr)
+        return 1
+    return 0
+
+
+class RoundScorer:
+    """Scores rounds of settings into the table; runs the model over the images once, on the first round that has
+    settings left to score, and keeps its rows (image, logits, ground truth) for every later round."""
+
+    def __init__(self, config: TuneConfig, ids: list[str], checkpoint: Checkpoint) -> None:
+        self.config, self.ids, self.checkpoint = config, ids, checkpoint
+        self.model_rows = None
+        self.failures: dict[str, str] = {}
+
+    def score(self, table: TuningTable, rounds: Sequence[tuple[str, list[CRFParams]]]) -> bool:
+        """Score every setting of ``rounds`` not yet in ``table``, then save it; False when no image could be
+        scored."""
+        todo: dict[tuple, tuple[str, CRFParams]] = {}
+        for name, settings in rounds:
+            for params in settings:
+                if params not in table:
+                    todo.setdefault(setting_key(params), (name, params))
+        total = len({setting_key(params) for _, settings in rounds for params in settings})
+        print(f"[tune_crf] {' + '.join(name for name, _ in rounds)}: {total} settings, {total - len(todo)} already "
+              f"scored, {len(todo)} to score", flush=True)
+        if not todo:
+            return True
+        matrices, plain, images = self._run([params for _, params in todo.values()])
+        if images == 0:
+            uri, error = next(iter(self.failures.items()))
+            print(f"error: no image could be scored (first failure: {uri}: {error})", file=sys.stderr)
+            return False
+        for (name, params), matrix in zip(todo.values(), matrices):
+            table.add(name, params, matrix, images)
+        if None not in table:
+            table.add(NO_CRF, None, plain, images)
+        table.save()
+        return True
+
+    def _run(self, settings: list[CRFParams]) -> tuple[list[ConfusionMatrix], ConfusionMatrix, int]:
+        import ray
+
+        rows = self._model_rows()
+        num_classes = self.checkpoint.spec.num_classes
+        images = len(self.ids)
+        # Enough tasks for every CPU of the cluster: an image's settings are split over several tasks when the
+        # images alone are too few (each task then copies the image's row: few images, small cost).
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1) / self.config.resources.crf_cpus))
+        chunks = max(1, min(len(settings), math.ceil(4 * cpus / max(1, images))))
+        scored = rows.flat_map(lambda row: [{**row, CHUNK: chunk} for chunk in range(chunks)]).map_batches(
+            CRFSettingsScorer(settings, chunks, self.checkpoint.spec.output_stride, num_classes), batch_size=1,
+            num_cpus=self.config.resources.crf_cpus, max_retries=1)
+        per_image: dict[str, dict[int, np.ndarray]] = {}
+        plain = {}
+        for row in scored.iter_rows():
+            uri, error = str(row[columns.URI]), str(row[columns.ERROR])
+            if error:
+                self.failures.setdefault(uri, error)
+                continue
+            per_image.setdefault(uri, {})[int(row[CHUNK])] = np.asarray(row[MATRICES], np.int64)
+            if int(row[CHUNK]) == 0:
+                plain[uri] = np.asarray(row["plain"], np.int64)
+        complete = [uri for uri, parts in per_image.items() if len(parts) == chunks and uri not in self.failures]
+        totals = np.zeros((len(settings), num_classes, num_classes), np.int64)
+        no_crf = np.zeros((num_classes, num_classes), np.int64)
+        for uri in complete:
+            for chunk, counts in per_image[uri].items():
+                totals[chunk::chunks] += counts.reshape(-1, num_classes, num_classes)
+            no_crf += plain[uri].reshape(num_classes, num_classes)
+        return ([ConfusionMatrix(num_classes, counts) for counts in totals], ConfusionMatrix(num_classes, no_crf),
+                len(complete))
+
+    def _model_rows(self):
+        """The model's rows over every image, computed once and kept in the object store."""
+        if self.model_rows is None:
+            import ray.data
+
+            from pipelines.common.runtime import init_ray
+            from pipelines.segmentation.stages import add_model_stages, default_rows_per_block
+
+            init_ray()
+            config = self.config
+            items = [{"uri": image_uri(config.data, i), "label_uri": mask_uri(config.data, i, config.mask_folder),
+                      "error": ""} for i in self.ids]
+            blocks = math.ceil(len(items) / default_rows_per_block(len(items), config.inference.batch_size))
+            self.model_rows = add_model_stages(
+                ray.data.from_items(items, override_num_blocks=blocks), self.checkpoint,
+                replace(config.inference, crf=None), config.resources, plain=True, keep_image=True,
+                num_classes=self.checkpoint.spec.num_classes, low_res_logits=True).materialize()
+        return self.model_rows
+
+
+def report(config: TuneConfig, table: TuningTable, base: CRFParams, best: CRFParams, checkpoint: Checkpoint) -> None:
+    """The parameter file, the chart and the summary lines."""
+    images = table.rows[setting_key(best)]["images"]
+    paper = replace(PAPER_PARAMS, iterations=base.iterations, method=base.method, prune_ratio=base.prune_ratio)
+    best_score, paper_score, plain = table.score(best), table.score(paper), table.score(None)
+    notes = {"model": checkpoint.digest, "checkpoint": checkpoint.uri, "data": config.data, "split": config.split,
+             "images": images, "method": best.method, "miou": round(best_score.miou(), 6),
+             "pixel_accuracy": round(best_score.pixel_accuracy(), 6), "paper_miou": round(paper_score.miou(), 6),
+             "no_crf_miou": round(plain.miou(), 6), "settings_scored": len(table.rows) - 1}
+    params_uri = join_uri(config.output, CRF_PARAMS_FILE)
+    write_bytes(params_uri, dump_crf_params(best, notes))
+    same_theta_beta = [row for row in table.rows.values() if row["round"] != NO_CRF
+                       and all(math.isclose(row[name], getattr(best, name))
+                               for name in ("bilateral_rgb_std", "gaussian_weight", "gaussian_xy_std", "iterations"))
+                       and row["method"] == best.method]
+    points = [(row["bilateral_xy_std"], row["bilateral_weight"], row["miou"]) for row in same_theta_beta]
+    title = (f"CRF mIoU at theta_beta {best.bilateral_rgb_std:g} ({images} images; paper's setting "
+             f"{paper_score.miou():.4f}, no CRF {plain.miou():.4f})")
+    write_bytes(join_uri(config.output, CHART_FILE),
+                render_crf_grid(points, (best.bilateral_xy_std, best.bilateral_weight), title))
+    described = ", ".join(f"{PAPER_SYMBOLS[name]} {getattr(best, name):g}" for name in PAPER_SYMBOLS)
+    print(f"[tune_crf] best: {described}: mIoU {best_score.miou():.4f} (pixel accuracy "
+          f"{best_score.pixel_accuracy():.4f}); the paper's setting {paper_score.miou():.4f}; no CRF "
+          f"{plain.miou():.4f}; {len(table.rows) - 1} settings on {images} images", flush=True)
+    print(f"[tune_crf] wrote {params_uri}, {join_uri(config.output, TABLE_FILE)} and "
+          f"{join_uri(config.output, CHART_FILE)}; use it: python -m pipelines.segment ... --crf-params {params_uri}",
+          flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The CRF tuning (``pipelines.tune_crf``): its results table."""
