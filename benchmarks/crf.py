@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from benchmarks.memory_bandwidth import memory_bandwidth
-from deeplab_core.crf import CRFParams, dense_crf_marginals, refine_low_res, select_labels
+from deeplab_core.crf import CRFParams, refine_low_res
 from deeplab_core.inference import TRANSPORT_DTYPE, as_tensor, upsample_logits
 from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.synthetic import MODEL_OUTPUT_FAMILIES, make_sample, simulated_case
@@ -102,13 +102,12 @@ def full_size_probabilities(case: tuple) -> np.ndarray:
     return torch.softmax(upsample_logits(as_tensor(low, np.float32), image.shape[:2], stride), 0).numpy()
 
 
-def count_kept(image: np.ndarray, probs: np.ndarray) -> int:
-    kept = select_labels(image, probs)
-    return probs.shape[0] if kept is None else len(kept)
-
-
 def labels_kept(case: tuple) -> int:
-    return count_kept(case[0], full_size_probabilities(case))
+    """How many labels the pruned CRF runs over on ``case`` (the manifest's crf_labels)."""
+    image, _, low, stride = case
+    stats: dict[str, int] = {}
+    refine_low_res(image, low, stride, CRFParams(), stats)
+    return stats["labels"]
 
 
 def miou(labels: list[np.ndarray], cases: list[tuple], classes: int) -> float:
@@ -121,7 +120,7 @@ def miou(labels: list[np.ndarray], cases: list[tuple], classes: int) -> float:
 def compare(name: str, cases: list[tuple], classes: int) -> None:
     present = [len(np.unique(mask)) for _, mask, _, _ in cases]
     probabilities = [full_size_probabilities(case) for case in cases]
-    kept = [count_kept(case[0], probs) for case, probs in zip(cases, probabilities)]
+    kept = [labels_kept(case) for case in cases]
     (exact, pruned), (exact_seconds, seconds) = run_crf(cases, ("exact", "pruned"))
     held = [len(np.unique(labels)) for labels in exact]  # the labels the exact CRF's result holds
     pixels = sum(labels.size for labels in exact)
@@ -136,16 +135,14 @@ def compare(name: str, cases: list[tuple], classes: int) -> None:
 
 
 def cost_breakdown(name: str, cases: list[tuple], repeats: int = 3) -> None:
-    """Where one pruned CRF's time goes (dense_crf_marginals' phases), per image over ``cases``; of ``repeats`` runs
-    per image, the fastest (the one a shared machine disturbed least)."""
+    """Where one pruned CRF's time goes (refine_low_res' phases), per image over ``cases``; of ``repeats`` runs per
+    image, the fastest (the one a shared machine disturbed least)."""
     phases: dict[str, float] = {}
     for image, _, low, stride in cases:
         runs = []
         for _ in range(repeats):
-            started = time.perf_counter()
-            logits = upsample_logits(as_tensor(low, np.float32), image.shape[:2], stride).numpy()
-            run = {"upsample logits": time.perf_counter() - started}
-            dense_crf_marginals(image, logits, CRFParams(), is_logits=True, phases=run)
+            run: dict[str, float] = {}
+            refine_low_res(image, low, stride, CRFParams(), phases=run)
             runs.append(run)
         for phase, seconds in min(runs, key=lambda run: sum(run.values())).items():
             phases[phase] = phases.get(phase, 0.0) + seconds
