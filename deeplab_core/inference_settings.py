@@ -1,9 +1,10 @@
 """How a trained model segments images: one frozen, checked value that the runner, the in-process ``segment_image``
-and the pipelines' stages take whole (the drivers' flags take their defaults from its fields)."""
+and the pipelines' stages take whole. The drivers' flags derive from its fields (name, default, help text in the
+field's metadata), except ``crf``, which the CRF options describe."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from deeplab_core.crf import PAPER_PARAMS, CRFParams
 from deeplab_core.inference import DEFAULT_MAX_PIXELS
@@ -17,13 +18,17 @@ class InferenceSettings:
     """Multi-scale and flip inference, precision, batching, the working-size limits and the CRF (None: no CRF, the
     model's argmax). Checked when made: a nonsense value raises a ``ValueError`` naming the field."""
 
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
-    precision: str = "auto"
-    batch_size: int = 8  # images per model call
-    max_side: int | None = None  # images with a longer side are segmented at reduced size
-    max_pixels: int | None = DEFAULT_MAX_PIXELS  # and those with more pixels than this
-    crf: CRFParams | None = PAPER_PARAMS
+    scales: tuple[float, ...] = field(default=(1.0,), metadata={"help": "multi-scale inference, e.g. 0.5,0.75,1.0"})
+    flip: bool = field(default=False, metadata={"help": "also run on the mirrored image and average"})
+    precision: str = field(default="auto", metadata={
+        "help": "model arithmetic: auto = bf16 on GPUs that support it, fp32 on CPUs", "choices": PRECISIONS})
+    batch_size: int = field(default=8, metadata={"help": "images per model call"})
+    max_side: int | None = field(default=None, metadata={
+        "help": "segment images whose longer side exceeds this at reduced size"})
+    max_pixels: int | None = field(default=DEFAULT_MAX_PIXELS, metadata={
+        "help": "segment images with more pixels than this at reduced size (masks keep the input's size): one huge "
+                "image must not exhaust a model actor's memory"})
+    crf: CRFParams | None = PAPER_PARAMS  # None: no CRF, the model's argmax
 
     def __post_init__(self) -> None:
         scales = tuple(float(scale) for scale in self.scales)

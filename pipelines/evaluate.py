@@ -27,7 +27,8 @@ from pipelines.common.options import (
     HelpFormatter, ModelResources, add_model_options, inference_settings, model_actor_count, model_resources,
 )
 from pipelines.common.runtime import check_cluster_address, check_writable, explain, is_user_error
-from pipelines.segmentation.scoring import Scorer
+from pipelines.segmentation import columns
+from pipelines.segmentation.scoring import PLAIN, REFINED, Scorer
 from pipelines.segmentation.sizing import crf_sizing_line
 
 REPORT_FILE, MATRIX_FILE = "report.json", "confusion_matrix.png"
@@ -134,21 +135,19 @@ def run_pipeline(config: EvaluateConfig, ids: list[str],
                                config.resources, plain=True, keep_image=False, num_classes=num_classes)
     dataset = dataset.map_batches(Scorer(num_classes, crf), batch_size=16)
     plain, refined, failures, precisions = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes), [], set()
-    costs: dict[str, list] = {"seconds_model": [], "seconds_crf": [], "crf_labels": []}
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        for counts in batch["plain"]:
-            plain = plain + ConfusionMatrix(num_classes, np.asarray(counts).reshape(num_classes, num_classes))
-        for counts in batch["crf"]:
-            refined = refined + ConfusionMatrix(num_classes, np.asarray(counts).reshape(num_classes, num_classes))
-        for errors in batch["errors"]:
-            failures.extend(json.loads(str(errors)))
-        for names in batch["precisions"]:
-            precisions.update(json.loads(str(names)))
-        for block_costs in batch["costs"]:
-            for column, values in json.loads(str(block_costs)).items():
-                costs[column].extend(values)
+    costs: dict[str, list] = {columns.SECONDS_MODEL: [], columns.SECONDS_CRF: [], columns.CRF_LABELS: []}
+    for row in dataset.iter_rows():
+        if row[columns.ERROR]:
+            failures.append(str(row[columns.ERROR]))
+            continue
+        plain = plain + ConfusionMatrix(num_classes, np.asarray(row[PLAIN]).reshape(num_classes, num_classes))
+        if crf:
+            refined = refined + ConfusionMatrix(num_classes, np.asarray(row[REFINED]).reshape(num_classes, num_classes))
+        precisions.add(str(row[columns.PRECISION]))
+        for column, values in costs.items():
+            if column in row:
+                values.append(row[column].item() if hasattr(row[column], "item") else row[column])
     return plain, refined, failures, ",".join(sorted(precisions)), costs
-
 
 if __name__ == "__main__":
     sys.exit(main())

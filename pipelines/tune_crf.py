@@ -34,7 +34,7 @@ from pipelines.common.options import (
 )
 from pipelines.common.runtime import check_cluster_address, check_writable, explain, is_user_error
 from pipelines.segmentation import columns
-from pipelines.segmentation.scoring import CHUNK, MATRICES, CRFSettingsScorer
+from pipelines.segmentation.scoring import CHUNK, MATRICES, PLAIN, CRFSettingsScorer
 from pipelines.tuning.table import NO_CRF, TABLE_FILE, TuningTable, inputs_digest, setting_key
 
 CHART_FILE = "crf_miou.png"
@@ -208,7 +208,7 @@ class RoundScorer:
                 continue
             per_image.setdefault(uri, {})[int(row[CHUNK])] = np.asarray(row[MATRICES], np.int64)
             if int(row[CHUNK]) == 0:
-                plain[uri] = np.asarray(row["plain"], np.int64)
+                plain[uri] = np.asarray(row[PLAIN], np.int64)
         complete = [uri for uri, parts in per_image.items() if len(parts) == chunks and uri not in self.failures]
         totals = np.zeros((len(settings), num_classes, num_classes), np.int64)
         no_crf = np.zeros((num_classes, num_classes), np.int64)

@@ -160,3 +160,34 @@ def test_segment_and_evaluate_both_take_crf_and_no_crf():
     exact = segment.parse_args(["--input", "i", *base, "--crf-exact", "--crf-iterations", "5", "--scales", "0.5,1"])
     assert exact.inference.crf.method == "exact" and exact.inference.crf.iterations == 5
     assert exact.inference.scales == (0.5, 1.0)
+
+
+def test_every_inference_setting_and_resource_is_a_flag_of_segment_evaluate_and_tune_crf():
+    """The flags derive from the types: a field added to InferenceSettings or ModelResources becomes a flag of every
+    driver that runs the model, with its default."""
+    from dataclasses import fields
+
+    from deeplab_core.inference_settings import InferenceSettings
+    from pipelines import tune_crf
+    from pipelines.common.options import ModelResources
+
+    base = ["--output", "o", "--checkpoint", "c"]
+    drivers = {"segment": (segment.parse_args, ["--input", "i"]), "evaluate": (evaluate.parse_args, ["--data", "d"]),
+               "tune_crf": (tune_crf.parse_args, ["--data", "d"])}
+    given = {"scales": ("--scales", "0.5,1", (0.5, 1.0)), "flip": ("--flip", None, True),
+             "precision": ("--precision", "bf16", "bf16"), "batch_size": ("--batch-size", "3", 3),
+             "max_side": ("--max-side", "900", 900), "max_pixels": ("--max-pixels", "1000", 1000),
+             "model_actors": ("--model-actors", "2", 2), "gpus_per_actor": ("--gpus-per-actor", "0.5", 0.5),
+             "cpus_per_actor": ("--cpus-per-actor", "3", 3.0), "crf_cpus": ("--crf-cpus", "2", 2.0)}
+    names = {f.name for f in fields(InferenceSettings)} - {"crf"} | {f.name for f in fields(ModelResources)}
+    assert names == set(given)
+    for name, (parse, first) in drivers.items():
+        defaults = parse(first + base)
+        assert (defaults.inference.scales, defaults.inference.batch_size) == (InferenceSettings().scales,
+                                                                              InferenceSettings().batch_size), name
+        assert defaults.resources == ModelResources(), name
+        argv = first + base + [part for flag, value, _ in given.values() for part in (flag, value) if part]
+        config = parse(argv)
+        for field_name, (_, _, expected) in given.items():
+            holder = config.resources if field_name in {f.name for f in fields(ModelResources)} else config.inference
+            assert getattr(holder, field_name) == expected, (name, field_name)

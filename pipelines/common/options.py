@@ -6,11 +6,13 @@ Each default is written once, here or in ``deeplab_core``, and the help text sho
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import Field, dataclass, field, fields, replace
+from typing import Any
 
 from deeplab_core.crf import PAPER_PARAMS, CRFParams
 from deeplab_core.crf_file import load_crf_params
-from deeplab_core.inference_settings import PRECISIONS, InferenceSettings
+from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import normalize_uri
 
 
@@ -45,22 +47,58 @@ def parse_scales(text: str) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class ModelResources:
-    """What the model and CRF stages ask of the cluster: model actors (None: one per GPU of the cluster, or 1
-    without GPUs), GPUs and CPUs per actor, CPUs per CRF task."""
+    """What the model and CRF stages ask of the cluster. Each field is a flag of segment, evaluate and tune_crf."""
 
-    model_actors: int | None = None
-    gpus_per_actor: float = 1.0
-    cpus_per_actor: float = 1.0
-    crf_cpus: float = 1.0
+    model_actors: int | None = field(default=None, metadata={
+        "help": "model replicas (actors); default: one per GPU of the cluster, or 1 without GPUs"})
+    gpus_per_actor: float = field(default=1.0, metadata={"help": "GPUs per model actor when the cluster has GPUs"})
+    cpus_per_actor: float = field(default=1.0, metadata={"help": "CPUs per model actor"})
+    crf_cpus: float = field(default=1.0, metadata={"help": "CPUs per CRF task"})
 
 
-_SETTINGS, _RESOURCES = InferenceSettings(), ModelResources()
+# How a flag's text becomes each field's value (a field not named here: a string; a bool field: a switch).
+FIELD_TYPES: dict[str, Callable[[str], Any]] = {
+    "scales": parse_scales, "batch_size": positive_int, "max_side": positive_int, "max_pixels": positive_int,
+    "model_actors": positive_int, "gpus_per_actor": positive_float, "cpus_per_actor": positive_float,
+    "crf_cpus": positive_float,
+}
+
+
+def flag(name: str) -> str:
+    """A field's flag: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def add_field_options(parser: argparse.ArgumentParser, specs: Iterable[Field], convert: Mapping[str, Callable],
+                      default: Callable[[Field], Any] | None = None,
+                      help_text: Callable[[Field], str] | None = None) -> None:
+    """One flag per dataclass field: its name, ``convert[name]`` as the type (else text), the ``choices`` in its
+    metadata, a bool field as a switch. ``default``: the flag's default for a field (the field's own, tuples written
+    as comma-separated text, unless given); ``help_text``: its help (the metadata's ``help`` unless given)."""
+    for spec in specs:
+        value = default(spec) if default else flag_text(spec.default)
+        text = help_text(spec) if help_text else spec.metadata["help"]
+        if spec.default is False:
+            parser.add_argument(flag(spec.name), action="store_true", default=value, help=text)
+        else:
+            parser.add_argument(flag(spec.name), type=convert.get(spec.name, str), choices=spec.metadata.get("choices"),
+                                default=value, help=text)
+
+
+def flag_text(value: Any) -> Any:
+    """A default as a flag would take it: tuples as comma-separated text."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else value
+
+
+def _flag_fields(cls: type) -> list[Field]:
+    """The fields of ``cls`` that are flags: those with help text."""
+    return [spec for spec in fields(cls) if "help" in spec.metadata]
 
 
 def add_model_options(parser: argparse.ArgumentParser, crf_default: bool | None) -> None:
-    """Options shared by segment, evaluate and tune_crf: ``InferenceSettings`` and ``ModelResources`` field by
-    field, with their defaults. ``--crf/--no-crf``: whether the dense CRF runs (``crf_default``: on by default for
-    segment, off for evaluate; None: no such switch, the CRF always runs)."""
+    """Options shared by segment, evaluate and tune_crf: one per ``InferenceSettings`` and ``ModelResources`` field
+    (``add_field_options``), and the CRF's. ``--crf/--no-crf``: whether the dense CRF runs (``crf_default``: on by
+    default for segment, off for evaluate; None: no such switch, the CRF always runs)."""
     if crf_default is not None:
         parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=crf_default,
                             help="refine with the dense CRF (" + ("on by default; --no-crf: masks are the model's "
@@ -68,24 +106,7 @@ def add_model_options(parser: argparse.ArgumentParser, crf_default: bool | None)
                                                                 "--crf: also score the CRF's labels)"))
     parser.add_argument("--checkpoint", required=True,
                         help="a checkpoint file, a training --output folder, or a Ray Train checkpoint folder")
-    parser.add_argument("--scales", type=parse_scales, default=",".join(map(str, _SETTINGS.scales)),
-                        help="multi-scale inference, e.g. 0.5,0.75,1.0")
-    parser.add_argument("--flip", action="store_true", help="also run on the mirrored image and average")
-    parser.add_argument("--precision", choices=PRECISIONS, default=_SETTINGS.precision,
-                        help="model arithmetic: auto = bf16 on GPUs that support it, fp32 on CPUs")
-    parser.add_argument("--batch-size", type=positive_int, default=_SETTINGS.batch_size, help="images per model call")
-    parser.add_argument("--model-actors", type=positive_int, default=_RESOURCES.model_actors,
-                        help="model replicas (actors); default: one per GPU of the cluster, or 1 without GPUs")
-    parser.add_argument("--gpus-per-actor", type=positive_float, default=_RESOURCES.gpus_per_actor,
-                        help="GPUs per model actor when the cluster has GPUs")
-    parser.add_argument("--cpus-per-actor", type=positive_float, default=_RESOURCES.cpus_per_actor,
-                        help="CPUs per model actor")
-    parser.add_argument("--crf-cpus", type=positive_float, default=_RESOURCES.crf_cpus, help="CPUs per CRF task")
-    parser.add_argument("--max-side", type=positive_int, default=_SETTINGS.max_side,
-                        help="segment images whose longer side exceeds this at reduced size")
-    parser.add_argument("--max-pixels", type=positive_int, default=_SETTINGS.max_pixels,
-                        help="segment images with more pixels than this at reduced size (masks keep the input's "
-                             "size): one huge image must not exhaust a model actor's memory")
+    add_field_options(parser, _flag_fields(InferenceSettings) + _flag_fields(ModelResources), FIELD_TYPES)
     parser.add_argument("--crf-params", type=crf_params_file, default=None, metavar="FILE",
                         help="the CRF's weights and kernel widths from a crf_params.yaml (local or s3://), as "
                              "pipelines.tune_crf writes it; default: the paper's")
@@ -122,12 +143,12 @@ def inference_settings(args: argparse.Namespace, parser: argparse.ArgumentParser
         base = args.crf_params or PAPER_PARAMS
         method = {"method": "exact"} if args.crf_exact else {"prune_ratio": args.crf_prune_ratio}
         crf = replace(base, iterations=args.crf_iterations or base.iterations, **method)
-    return InferenceSettings(scales=args.scales, flip=args.flip, precision=args.precision,
-                             batch_size=args.batch_size, max_side=args.max_side, max_pixels=args.max_pixels, crf=crf)
+    values = {spec.name: getattr(args, spec.name) for spec in _flag_fields(InferenceSettings)}
+    return InferenceSettings(**values, crf=crf)
 
 
 def model_resources(args: argparse.Namespace) -> ModelResources:
-    return ModelResources(args.model_actors, args.gpus_per_actor, args.cpus_per_actor, args.crf_cpus)
+    return ModelResources(**{spec.name: getattr(args, spec.name) for spec in _flag_fields(ModelResources)})
 
 
 def model_actor_count(resources: ModelResources) -> tuple[int, bool]:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 
@@ -16,33 +15,43 @@ from deeplab_core.metrics import ConfusionMatrix
 from pipelines.segmentation import columns
 from pipelines.segmentation.stages import describe
 
+PLAIN, REFINED = "plain", "refined"  # confusion counts (classes x classes, flattened): the model's labels, the CRF's
 CHUNK = "chunk"  # which share of the settings a row's task scores (tune_crf splits an image's settings over tasks)
 MATRICES = "matrices"  # settings x classes x classes confusion counts, flattened
 
 
 class Scorer:
-    """CPU task: confusion matrices (flattened) of each row's labels against its ground truth."""
+    """CPU task: each row's confusion matrices (flattened) against its ground truth, of the model's labels
+    (``plain``) and, ``with_crf``, of the CRF's (``refined``); rows that failed keep their ``error`` and empty
+    matrices. The precision and the costs pass through for the driver's report and sizing line."""
 
     def __init__(self, num_classes: int, with_crf: bool) -> None:
         self.num_classes, self.with_crf = num_classes, with_crf
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        plain, refined = ConfusionMatrix(self.num_classes), ConfusionMatrix(self.num_classes)
-        errors, precisions = [], sorted({str(p) for p in batch[columns.PRECISION]})
-        costs: dict[str, list] = {columns.SECONDS_MODEL: [], columns.SECONDS_CRF: [], columns.CRF_LABELS: []}
+        passed = (columns.PRECISION, columns.SECONDS_MODEL, columns.SECONDS_CRF, columns.CRF_LABELS)
+        out: dict[str, list] = {columns.URI: [], columns.ERROR: [], PLAIN: [], REFINED: []}
+        out.update({column: [] for column in passed if column in batch})
+        empty = np.zeros(0, np.int64)
         for row in range(len(batch[columns.URI])):
-            if batch[columns.ERROR][row]:
-                errors.append(str(batch[columns.ERROR][row]))
-                continue
-            label = batch[columns.LABEL][row]
-            plain.update(resize_labels(batch[columns.LABELS][row], label.shape), label)
-            if self.with_crf:
-                refined.update(resize_labels(batch[columns.LABELS_CRF][row], label.shape), label)
-            for column, values in costs.items():
+            error = str(batch[columns.ERROR][row])
+            plain = refined = empty
+            if not error:
+                label = batch[columns.LABEL][row]
+                plain = self._counts(batch[columns.LABELS][row], label)
+                if self.with_crf:
+                    refined = self._counts(batch[columns.LABELS_CRF][row], label)
+            out[columns.URI].append(str(batch[columns.URI][row]))
+            out[columns.ERROR].append(error)
+            out[PLAIN].append(plain)
+            out[REFINED].append(refined)
+            for column in passed:
                 if column in batch:
-                    values.append(batch[column][row].item())
-        return {"plain": [plain.counts.ravel()], "crf": [refined.counts.ravel()], "errors": [json.dumps(errors)],
-                "precisions": [json.dumps(precisions)], "costs": [json.dumps(costs)]}
+                    out[column].append(batch[column][row])
+        return out
+
+    def _counts(self, labels: np.ndarray, label: np.ndarray) -> np.ndarray:
+        return ConfusionMatrix(self.num_classes).update(resize_labels(labels, label.shape), label).counts.ravel()
 
 
 class CRFSettingsScorer:
@@ -54,7 +63,7 @@ class CRFSettingsScorer:
         self.settings, self.chunks, self.stride, self.num_classes = tuple(settings), chunks, stride, num_classes
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {columns.URI: [], columns.ERROR: [], CHUNK: [], MATRICES: [], "plain": [],
+        out: dict[str, list] = {columns.URI: [], columns.ERROR: [], CHUNK: [], MATRICES: [], PLAIN: [],
                                 columns.SECONDS_CRF: []}
         for row in range(len(batch[columns.URI])):
             chunk, error = int(batch[CHUNK][row]), str(batch[columns.ERROR][row])
@@ -74,6 +83,6 @@ class CRFSettingsScorer:
             out[columns.ERROR].append(error)
             out[CHUNK].append(chunk)
             out[MATRICES].append(matrices)
-            out["plain"].append(plain)
+            out[PLAIN].append(plain)
             out[columns.SECONDS_CRF].append(time.perf_counter() - started)
         return out

@@ -17,7 +17,7 @@ from deeplab_core.io import normalize_uri
 from deeplab_core.models import ARCHS, BACKBONES, OUTPUT_STRIDES
 from deeplab_core.training import RECIPES, Recipe
 from deeplab_core.msc import MSC_SCALES
-from pipelines.common.options import parse_scales, positive_float, positive_int
+from pipelines.common.options import add_field_options, flag, flag_text, parse_scales, positive_float, positive_int
 
 
 def option(default: Any, help: str, *, convert: Callable[[str], Any] | None = None,
@@ -85,23 +85,13 @@ _RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
 _CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}
 
 
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """One flag per ``TrainConfig`` field, with its default in the help. Flags given default to "not given"
     (``argparse.SUPPRESS``), so that a YAML ``--config`` can fill what the command line leaves out."""
-    for spec in _CONFIG_FIELDS.values():
-        meta = spec.metadata
-        text = meta["help"] + _default_text(spec)
-        if meta["required"]:
-            text = "(required) " + text
-        if spec.default is False:
-            parser.add_argument(flag(spec.name), action="store_true", default=argparse.SUPPRESS, help=text)
-        else:
-            parser.add_argument(flag(spec.name), type=meta["convert"] or str, choices=meta["choices"],
-                                default=argparse.SUPPRESS, help=text)
+    convert = {name: spec.metadata["convert"] for name, spec in _CONFIG_FIELDS.items() if spec.metadata["convert"]}
+    add_field_options(parser, _CONFIG_FIELDS.values(), convert, default=lambda spec: argparse.SUPPRESS,
+                      help_text=lambda spec: ("(required) " if spec.metadata["required"] else "")
+                      + spec.metadata["help"] + _default_text(spec))
 
 
 def _default_text(spec) -> str:
@@ -113,7 +103,7 @@ def _default_text(spec) -> str:
         return f" (default {per_arch})"
     if spec.default in (None, False, ""):
         return ""
-    return f" (default {spec.default})"
+    return f" (default {flag_text(spec.default)})"
 
 
 def config_from(given: dict[str, Any], yaml_options: dict[str, Any], error: Callable[[str], None]) -> TrainConfig:
