@@ -55,6 +55,12 @@ class CRFGrid:
         return ", ".join(f"{PAPER_SYMBOLS[name]} {'/'.join(f'{v:g}' for v in values)}" for name, values in self.axes)
 
 
+def with_paper_values(base: CRFParams) -> CRFParams:
+    """``base`` (its iterations, how it is computed) with the paper's weights and kernel widths: the setting every
+    tuning scores beside its grid."""
+    return replace(base, **{name: getattr(PAPER_PARAMS, name) for name in TUNABLE})
+
+
 def _inclusive_range(start: float, step: float, stop: float) -> tuple[float, ...]:
     count = int(np.floor((stop - start) / step + 1e-9)) + 1
     return tuple(round(start + index * step, 10) for index in range(count))

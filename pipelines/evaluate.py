@@ -26,7 +26,7 @@ from pipelines.common.charts import render_confusion_matrices
 from pipelines.common.options import (
     HelpFormatter, ModelResources, add_model_options, inference_settings, model_actor_count, model_resources,
 )
-from pipelines.common.runtime import check_cluster_address, check_writable, explain, is_user_error
+from pipelines.common.runtime import check_cluster_address, check_writable, refuse
 from pipelines.segmentation import columns
 from pipelines.segmentation.scoring import PLAIN, REFINED, Scorer
 from pipelines.segmentation.sizing import crf_sizing_line
@@ -82,10 +82,7 @@ def run(config: EvaluateConfig) -> int:
         check_writable(config.output)
         check_cluster_address()
     except Exception as err:  # noqa: BLE001 - a user's mistake is one line; anything else keeps its traceback
-        if not is_user_error(err):
-            raise
-        print(f"error: {explain(err)}", file=sys.stderr)
-        return 2
+        return refuse(err)
     print(f"[evaluate] {len(ids)} images of {config.data} ({config.split}) with model {checkpoint.digest}", flush=True)
 
     plain, refined, failures, precision, costs = run_pipeline(config, ids, checkpoint)

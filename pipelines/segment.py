@@ -30,7 +30,7 @@ from pipelines.common.options import (
     HelpFormatter, ModelResources, add_model_options, inference_settings, model_actor_count, model_resources,
     positive_int,
 )
-from pipelines.common.runtime import check_cluster_address, check_writable, explain, is_user_error
+from pipelines.common.runtime import check_cluster_address, check_writable, refuse
 from pipelines.segmentation.sizing import crf_sizing_line
 from pipelines.segmentation.stages import MAX_ROWS_PER_BLOCK, TASK_RETRIES, describe
 from pipelines.segmentation.writers import MASKS_DIR, OverlayWriter
@@ -81,10 +81,7 @@ def run(config: SegmentConfig) -> int:
         check_writable(config.output)
         check_cluster_address()
     except Exception as err:  # noqa: BLE001 - a user's mistake is one line; anything else keeps its traceback
-        if not is_user_error(err):
-            raise
-        print(f"error: {explain(err)}", file=sys.stderr)
-        return 2
+        return refuse(err)
     masks = join_uri(config.output, MASKS_DIR) + "/"
     taken = {mask.removeprefix(masks): uri for uri, mask in done.items() if mask and mask.startswith(masks)}
     todo = [item for item in assign_output_names(inputs, taken) if item["uri"] not in done]

@@ -21,9 +21,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from deeplab_core.checkpoint import Checkpoint, build_from_checkpoint, load_checkpoint
-from deeplab_core.crf import PAPER_PARAMS, CRFParams
+from deeplab_core.crf import CRFParams
 from deeplab_core.crf_file import CRF_PARAMS_FILE, PAPER_SYMBOLS, dump_crf_params
-from deeplab_core.crf_tuning import PAPER_GRID, CRFGrid, best_setting, finer_grid, parse_grid_axis
+from deeplab_core.crf_tuning import (
+    PAPER_GRID, CRFGrid, best_setting, finer_grid, parse_grid_axis, with_paper_values,
+)
 from deeplab_core.data import MASK_DIR, image_uri, mask_uri, read_split
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import join_uri, normalize_uri, write_bytes
@@ -32,7 +34,7 @@ from pipelines.common.charts import render_crf_grid
 from pipelines.common.options import (
     HelpFormatter, ModelResources, add_model_options, inference_settings, model_resources, positive_int,
 )
-from pipelines.common.runtime import check_cluster_address, check_writable, explain, is_user_error
+from pipelines.common.runtime import check_cluster_address, check_writable, refuse
 from pipelines.segmentation import columns
 from pipelines.segmentation.scoring import CHUNK, MATRICES, PLAIN, CRFSettingsScorer
 from pipelines.tuning.table import NO_CRF, TABLE_FILE, TuningTable, inputs_digest, setting_key
@@ -120,34 +122,31 @@ def run(config: TuneConfig) -> int:
         check_writable(config.output)
         check_cluster_address()
     except Exception as err:  # noqa: BLE001 - a user's mistake is one line; anything else keeps its traceback
-        if not is_user_error(err):
-            raise
-        print(f"error: {explain(err)}", file=sys.stderr)
-        return 2
+        return refuse(err)
     base = settings.crf
     print(f"[tune_crf] {len(ids)} images of {config.data} ({config.split}) with model {checkpoint.digest}; "
           f"grid {config.grid.describe()}" + ("; then a finer round" if config.refine else ""), flush=True)
     scorer = RoundScorer(config, ids, checkpoint)
 
-    rounds = [("paper", [replace(PAPER_PARAMS, iterations=base.iterations, method=base.method,
-                                 prune_ratio=base.prune_ratio)]),
-              ("coarse", config.grid.settings(base))]
+    rounds = [("paper", [with_paper_values(base)]), ("coarse", config.grid.settings(base))]
     if not scorer.score(table, rounds):
         return 1
-    searched = [params for _, settings_ in rounds for params in settings_]
+    searched = [params for _, round_settings in rounds for params in round_settings]
     best, _ = best_setting([(params, table.score(params)) for params in searched])
     if config.refine:
-        fine = [("fine", finer_grid(config.grid, best).settings(best))]
-        if not scorer.score(table, fine):
+        fine = finer_grid(config.grid, best).settings(best)
+        if not scorer.score(table, [("fine", fine)]):
             return 1
-        searched += fine[0][1]
-        best, _ = best_setting([(params, table.score(params)) for params in searched])
+        best, _ = best_setting([(params, table.score(params)) for params in searched + fine])
 
-    report(config, table, base, best, checkpoint)
-    if scorer.failures and not config.allow_failures:
-        first_uri, first_error = next(iter(scorer.failures.items()))
-        print(f"error: {len(scorer.failures)} of {len(ids)} images failed (first: {first_uri}: {first_error}); the "
-              "scores above leave them out; pass --allow-failures to accept that", file=sys.stderr)
+    report(config, table, best, checkpoint)
+    # Images that could not be scored: named when this run met them, counted from the table when an earlier run did.
+    failed = len(ids) - table.rows[setting_key(best)]["images"]
+    if failed and not config.allow_failures:
+        first = ("first: {}: {}".format(*next(iter(scorer.failures.items()))) if scorer.failures
+                 else "in the run that scored these settings")
+        print(f"error: {failed} of {len(ids)} images could not be scored ({first}); the scores above leave them out; "
+              "pass --allow-failures to accept that", file=sys.stderr)
         return 1
     return 0
 
@@ -239,10 +238,10 @@ class RoundScorer:
         return self.model_rows
 
 
-def report(config: TuneConfig, table: TuningTable, base: CRFParams, best: CRFParams, checkpoint: Checkpoint) -> None:
+def report(config: TuneConfig, table: TuningTable, best: CRFParams, checkpoint: Checkpoint) -> None:
     """The parameter file, the chart and the summary lines."""
     images = table.rows[setting_key(best)]["images"]
-    paper = replace(PAPER_PARAMS, iterations=base.iterations, method=base.method, prune_ratio=base.prune_ratio)
+    paper = with_paper_values(config.inference.crf)
     best_score, paper_score, plain = table.score(best), table.score(paper), table.score(None)
     notes = {"model": checkpoint.digest, "checkpoint": checkpoint.uri, "data": config.data, "split": config.split,
              "images": images, "method": best.method, "miou": round(best_score.miou(), 6),

@@ -10,8 +10,11 @@ from PIL import Image
 
 from deeplab_core.crf import PAPER_PARAMS
 from deeplab_core.crf_file import load_crf_params
+from deeplab_core.data import read_split
 from deeplab_core.io import read_bytes
+from deeplab_core.synthetic import generate
 from pipelines import evaluate, segment, tune_crf
+from tests.helpers import NUM_CLASSES
 
 pytestmark = pytest.mark.integration
 GRID = ["--grid", "w1=3,5", "--grid", "theta_alpha=30,67", "--grid", "theta_beta=3:3:6"]
@@ -69,3 +72,21 @@ def test_tune_crf_refuses_an_output_holding_another_tuning(trained_run, s3_datas
     assert tune_crf.main(argv[:-1] + ["3"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "holds a tuning on other images" in error[0] and "new --output" in error[0], error
+
+
+def test_an_unreadable_image_is_left_out_of_every_setting_and_named(trained_run, tmp_path, capsys):
+    data, output = str(tmp_path / "data"), str(tmp_path / "tuned")
+    generate(data, num_images=8, size=64, num_classes=NUM_CLASSES, seed=11, val_fraction=0.5)
+    broken = read_split(data, "val")[1]
+    Path(data, "JPEGImages", broken + ".jpg").write_bytes(b"not a jpeg")
+    argv = ["--data", data, "--checkpoint", trained_run, "--output", output, "--grid", "w1=3,5", "--grid",
+            "theta_beta=3", "--no-refine"]
+    assert tune_crf.main(argv) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "1 of 4 images could not be scored" in error[0] and broken in error[0], error
+    table = pq.read_table(Path(output, "crf_settings.parquet")).to_pylist()
+    assert len(table) == 4 and all(row["images"] == 3 for row in table)  # paper, 2 settings, no CRF
+    # A re-run scores nothing, and still says images were left out.
+    assert tune_crf.main(argv) == 1
+    assert "1 of 4 images could not be scored" in capsys.readouterr().err
+    assert tune_crf.main(argv + ["--allow-failures"]) == 0

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import uuid
 import warnings
 from urllib.parse import urlparse
@@ -160,6 +161,15 @@ def pyarrow_storage(uri: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
 def is_user_error(error: Exception) -> bool:
     """A mistake in what the user gave (a path, a checkpoint, data, credentials), as opposed to a bug."""
     return isinstance(error, (OSError, ValueError)) or "Credentials" in type(error).__name__
+
+
+def refuse(error: Exception) -> int:
+    """For a driver's checks before any work: a user's mistake (``is_user_error``) becomes one ``error:`` line on
+    stderr and the exit status 2; anything else is a bug and is raised again with its traceback."""
+    if not is_user_error(error):
+        raise error
+    print(f"error: {explain(error)}", file=sys.stderr)
+    return 2
 
 
 def explain(error: Exception) -> str:
