@@ -6,7 +6,8 @@
 //     values: keys are hashed in batches and their slots, like the blur's neighbours and the splat/slice
 //     vertices, prefetched ahead of use;
 //   - filters are specialised for the number of labels and fused with the normalisation and the Potts weights;
-//   - the spatial kernel depends only on the image size, so the last few built are kept and reused;
+//   - the spatial kernel depends only on the image size, so the last few built are kept and reused, and the
+//     bilateral one, on request, for the next call on the same image (a tuning's settings of one image);
 //   - optionally (the pruned CRF) a narrow spatial kernel is computed exactly, as a separable filter (no lattice);
 //   - exponentials are computed in arithmetic the compiler vectorises.
 // deeplab_core/crf.py calls it through `mean_field`; pydensecrf stays the reference (the CRF's exact mode).
@@ -559,7 +560,51 @@ struct Settings {
     int height, width, labels, iterations;
     float bilateral_weight, bilateral_xy_std, bilateral_rgb_std, gaussian_weight, gaussian_xy_std;
     int exact_spatial;  // the spatial kernel exactly (SeparableGaussian) when narrow enough, else on its lattice
+    int keep_bilateral;  // keep this call's bilateral lattice for the next call on the same image and widths
 };
+
+// The bilateral lattice depends on the image and the two kernel widths only, not on the weights, the labels or the
+// unary: a tuning that scores several settings of one image (w1 values, iteration counts) builds it once. Kept on
+// request only (one lattice, ~100 bytes per pixel), and found again only for the same image bytes, compared whole.
+struct KeptBilateral {
+    int height = 0, width = 0;
+    float xy_std = 0.f, rgb_std = 0.f;
+    std::vector<uint8_t> image;
+    std::shared_ptr<const Lattice<5>> lattice;
+};
+
+std::shared_ptr<const Lattice<5>> bilateral_lattice(const uint8_t *image, const Settings &s) {
+    static std::mutex guard;
+    static KeptBilateral kept;
+    const size_t bytes = static_cast<size_t>(s.height) * s.width * 3;
+    {
+        std::lock_guard<std::mutex> lock(guard);
+        if (kept.lattice && kept.height == s.height && kept.width == s.width && kept.xy_std == s.bilateral_xy_std &&
+            kept.rgb_std == s.bilateral_rgb_std && std::memcmp(kept.image.data(), image, bytes) == 0)
+            return kept.lattice;
+    }
+    auto lattice = std::make_shared<Lattice<5>>();
+    const int width = s.width;
+    const bool built = lattice->build(s.height * s.width, [&](int k, float *f) {
+        f[0] = (k % width) / s.bilateral_xy_std;
+        f[1] = (k / width) / s.bilateral_xy_std;
+        const uint8_t *rgb = image + static_cast<size_t>(k) * 3;
+        f[2] = rgb[0] / s.bilateral_rgb_std;
+        f[3] = rgb[1] / s.bilateral_rgb_std;
+        f[4] = rgb[2] / s.bilateral_rgb_std;
+    });
+    if (!built) return nullptr;
+    if (s.keep_bilateral) {
+        std::lock_guard<std::mutex> lock(guard);
+        kept.height = s.height;
+        kept.width = s.width;
+        kept.xy_std = s.bilateral_xy_std;
+        kept.rgb_std = s.bilateral_rgb_std;
+        kept.image.assign(image, image + bytes);
+        kept.lattice = lattice;
+    }
+    return lattice;
+}
 
 // Seconds spent in each phase of one call, for benchmarks/crf.py.
 struct Phases {
@@ -599,17 +644,8 @@ bool run_mean_field(const float *unary, const float *rest, const uint8_t *image,
         });
     else if (!(spatial = spatial_lattice(s.height, s.width, s.gaussian_xy_std)))
         return false;
-    Lattice<5> bilateral;
-    const int width = s.width;
-    const bool built = bilateral.build(pixels, [&](int k, float *f) {
-        f[0] = (k % width) / s.bilateral_xy_std;
-        f[1] = (k / width) / s.bilateral_xy_std;
-        const uint8_t *rgb = image + static_cast<size_t>(k) * 3;
-        f[2] = rgb[0] / s.bilateral_rgb_std;
-        f[3] = rgb[1] / s.bilateral_rgb_std;
-        f[4] = rgb[2] / s.bilateral_rgb_std;
-    });
-    if (!built) return false;
+    const std::shared_ptr<const Lattice<5>> bilateral = bilateral_lattice(image, s);
+    if (!bilateral) return false;
     phases.kernels += stopwatch.lap();
 
     std::vector<float> energy(size), buffer_a, buffer_b;
@@ -626,7 +662,7 @@ bool run_mean_field(const float *unary, const float *rest, const uint8_t *image,
             spatial->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b);
         }
         phases.spatial += stopwatch.lap();
-        bilateral.add_message(q, energy.data(), labels, s.bilateral_weight, buffer_a, buffer_b);
+        bilateral->add_message(q, energy.data(), labels, s.bilateral_weight, buffer_a, buffer_b);
         phases.bilateral += stopwatch.lap();
         exp_normalize(energy.data(), rest, q, pixels, labels);
         phases.normalise += stopwatch.lap();
@@ -637,9 +673,9 @@ bool run_mean_field(const float *unary, const float *rest, const uint8_t *image,
 PyObject *mean_field(PyObject *, PyObject *args) {
     Py_buffer unary, rest, image, out;
     Settings s;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*iiiifffffp", &unary, &rest, &image, &out, &s.height, &s.width, &s.labels,
-                          &s.iterations, &s.bilateral_weight, &s.bilateral_xy_std, &s.bilateral_rgb_std,
-                          &s.gaussian_weight, &s.gaussian_xy_std, &s.exact_spatial))
+    if (!PyArg_ParseTuple(args, "y*y*y*w*iiiifffffpp", &unary, &rest, &image, &out, &s.height, &s.width,
+                          &s.labels, &s.iterations, &s.bilateral_weight, &s.bilateral_xy_std, &s.bilateral_rgb_std,
+                          &s.gaussian_weight, &s.gaussian_xy_std, &s.exact_spatial, &s.keep_bilateral))
         return nullptr;
     const Py_ssize_t pixels = static_cast<Py_ssize_t>(s.height) * s.width;
     const char *problem = nullptr;
@@ -680,10 +716,11 @@ PyObject *mean_field(PyObject *, PyObject *args) {
 PyMethodDef methods[] = {
     {"mean_field", mean_field, METH_VARARGS,
      "mean_field(unary, rest, image, out, height, width, labels, iterations, bilateral_weight, bilateral_xy_std, "
-     "bilateral_rgb_std, gaussian_weight, gaussian_xy_std, exact_spatial)\n\nDense-CRF marginals into `out` (float32, "
-     "H*W x labels, pixel-major) from `unary` (-log p, same layout) and `image` (uint8 H x W x 3). `rest`: empty, or "
-     "per pixel the log of the probability of labels left out (normalisation only). exact_spatial: the "
-     "spatial kernel computed exactly when gaussian_xy_std <= 2 (else, and when false, on the lattice). Returns the "
+     "bilateral_rgb_std, gaussian_weight, gaussian_xy_std, exact_spatial, keep_bilateral)\n\nDense-CRF marginals "
+     "into `out` (float32, H*W x labels, pixel-major) from `unary` (-log p, same layout) and `image` (uint8 H x W x "
+     "3). `rest`: empty, or per pixel the log of the probability of labels left out (normalisation only). "
+     "exact_spatial: the spatial kernel computed exactly when gaussian_xy_std <= 2 (else, and when false, on the "
+     "lattice). keep_bilateral: keep the bilateral lattice for the next call on the same image and widths. Returns the "
      "seconds spent in each phase (a dict)."},
     {nullptr, nullptr, 0, nullptr},
 };

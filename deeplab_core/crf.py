@@ -82,13 +82,16 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams = PAPER_PA
 
 def dense_crf_marginals(image: np.ndarray, probs: np.ndarray, params: CRFParams = PAPER_PARAMS, *,
                         is_logits: bool = False, phases: dict[str, float] | None = None,
-                        stats: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        stats: dict[str, int] | None = None,
+                        keep_kernels: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``dense_crf``'s labels and the refined C x H x W float32 marginals (0 for pruned labels, the kept labels'
     renormalised to sum to 1).
 
     ``phases``: when given, the seconds spent in each step are added to it (``benchmarks/crf.py`` reports them).
     ``stats``: when given, ``stats["labels"]`` is set to the number of labels the CRF ran over (the manifest's
-    ``crf_labels``: what the image cost).
+    ``crf_labels``: what the image cost). ``keep_kernels``: keep the bilateral lattice (it depends on the image and
+    the kernel widths only) for the next call on this image with the same widths, which then skips building it: for
+    scoring several settings of one image (``crf_tuning``); the results are the same either way.
     """
     _check_inputs(image, probs)
     clock = _PhaseClock(phases)
@@ -114,7 +117,7 @@ def dense_crf_marginals(image: np.ndarray, probs: np.ndarray, params: CRFParams 
     if stats is not None:
         stats["labels"] = full.shape[0]
     clock.lap("label selection")
-    pixel_marginals, native_phases = _native_mean_field(image, full, params, rest)  # H x W x kept labels
+    pixel_marginals, native_phases = _native_mean_field(image, full, params, rest, keep_kernels)  # H x W x kept
     clock.lap("unary", native_phases)  # its time outside the extension's phases: computing -log p
     labels = pixel_marginals.argmax(-1)
     marginals = np.zeros((probs.shape[0], height, width), dtype=np.float32)
@@ -263,10 +266,11 @@ def _pydensecrf_mean_field(image: np.ndarray, unary: np.ndarray, settings: CRFPa
     return marginals.reshape(classes, height, width)
 
 
-def _native_mean_field(image: np.ndarray, probs: np.ndarray, settings: CRFParams,
-                       rest: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float]]:
+def _native_mean_field(image: np.ndarray, probs: np.ndarray, settings: CRFParams, rest: np.ndarray | None = None,
+                       keep_kernels: bool = False) -> tuple[np.ndarray, dict[str, float]]:
     """Marginals, float32 H x W x C, from C x H x W probabilities, with ``deeplab_core._meanfield``; and the
-    seconds it spent in each phase. ``rest``: H x W probability of labels left out, in the normalisation only."""
+    seconds it spent in each phase. ``rest``: H x W probability of labels left out, in the normalisation only.
+    ``keep_kernels``: keep the bilateral lattice for a next call on the same image and kernel widths."""
     mean_field = load_meanfield().mean_field
     classes, height, width = probs.shape
     # The extension works pixel-major (a pixel's labels adjacent): write the unary straight into that layout.
@@ -279,7 +283,7 @@ def _native_mean_field(image: np.ndarray, probs: np.ndarray, settings: CRFParams
     phases = mean_field(unary, rest_energy, np.ascontiguousarray(image), marginals, height, width, classes,
                         settings.iterations, settings.bilateral_weight, settings.bilateral_xy_std,
                         settings.bilateral_rgb_std, settings.gaussian_weight, settings.gaussian_xy_std,
-                        settings.method == "pruned")
+                        settings.method == "pruned", keep_kernels)
     return marginals, phases
 
 
@@ -290,7 +294,7 @@ def _writable(image: np.ndarray) -> np.ndarray:
 
 def refine_low_res(image: np.ndarray, low_res_logits: np.ndarray, stride: int,
                    params: CRFParams = PAPER_PARAMS, stats: dict[str, int] | None = None,
-                   phases: dict[str, float] | None = None) -> np.ndarray:
+                   phases: dict[str, float] | None = None, keep_kernels: bool = False) -> np.ndarray:
     """Dense-CRF labels (H x W int64) from low-resolution logits on the stride grid of ``image`` (see
     ``deeplab_core.inference``): what the pipelines' CRF stage runs.
 
@@ -301,13 +305,14 @@ def refine_low_res(image: np.ndarray, low_res_logits: np.ndarray, stride: int,
     then exactly what the full softmax gives it, up to the left-out labels' share, which is small by construction
     (they were left out for being far behind) and enters only the normalisation. That spares upsampling and
     soft-maxing every class at full size (~15 ms of a 512 x 512 image's ~150 with 21 classes).
-    ``stats``, ``phases``: as ``dense_crf_marginals``'.
+    ``stats``, ``phases``, ``keep_kernels``: as ``dense_crf_marginals``'.
     """
     low = as_tensor(low_res_logits, np.float32)
     size = image.shape[:2]
     if params.method != "pruned":
         logits = upsample_logits(low, size, stride).numpy()
-        return dense_crf_marginals(image, logits, params, is_logits=True, stats=stats, phases=phases)[0]
+        return dense_crf_marginals(image, logits, params, is_logits=True, stats=stats, phases=phases,
+                                   keep_kernels=keep_kernels)[0]
     _check_inputs(image, low.numpy())
     clock = _PhaseClock(phases)
     classes, cell = low.shape[0], params.prune_cell
@@ -327,7 +332,7 @@ def refine_low_res(image: np.ndarray, low_res_logits: np.ndarray, stride: int,
     if stats is not None:
         stats["labels"] = len(kept)
     clock.lap("probabilities at full size")
-    pixel_marginals, native_phases = _native_mean_field(image, probs, params, rest)
+    pixel_marginals, native_phases = _native_mean_field(image, probs, params, rest, keep_kernels)
     clock.lap("unary", native_phases)
     labels = kept[pixel_marginals.argmax(-1)]
     clock.lap("labels")

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -306,3 +308,26 @@ def test_the_pipelines_crf_reports_its_phases_and_timing_changes_nothing():
     assert {"label selection", "probabilities at full size", "kernels", "bilateral messages"} <= set(phases)
     assert 0.9 * elapsed <= sum(phases.values()) <= elapsed
     assert (labels == refine_low_res(image, logits, 8, PAPER_PARAMS)).all()
+
+
+def test_a_kept_bilateral_lattice_is_reused_only_for_the_same_image_and_widths():
+    rng = np.random.default_rng(8)
+    image, _, logits = simulated_case(rng, "uncertain", size=192)
+    changed = np.ascontiguousarray(image[:, ::-1])  # the same size and colours, elsewhere
+    wider = replace(PAPER_PARAMS, bilateral_rgb_std=5.0)
+    reference = {name: refine_low_res(picture, logits, 8, params)  # nothing kept yet
+                 for name, picture, params in (("changed", changed, PAPER_PARAMS), ("wider", image, wider))}
+    first_phases: dict[str, float] = {}
+    kept = refine_low_res(image, logits, 8, PAPER_PARAMS, phases=first_phases, keep_kernels=True)
+    again_phases: dict[str, float] = {}
+    heavier = replace(PAPER_PARAMS, bilateral_weight=6.0, iterations=5)  # other weights: the same lattice
+    reused = refine_low_res(image, logits, 8, heavier, phases=again_phases, keep_kernels=True)
+    assert again_phases["kernels"] < 0.3 * first_phases["kernels"], (again_phases, first_phases)
+    assert (reused == refine_low_res(image, logits, 8, heavier)).all()
+    assert (kept == refine_low_res(image, logits, 8, PAPER_PARAMS)).all()
+    # Another image of the same size, or another colour width, must not find it (and would give other labels).
+    assert (reference["changed"] != kept).any() and (reference["wider"] != kept).any()
+    refine_low_res(image, logits, 8, PAPER_PARAMS, keep_kernels=True)
+    assert (refine_low_res(changed, logits, 8, PAPER_PARAMS) == reference["changed"]).all()
+    refine_low_res(image, logits, 8, PAPER_PARAMS, keep_kernels=True)
+    assert (refine_low_res(image, logits, 8, wider) == reference["wider"]).all()
