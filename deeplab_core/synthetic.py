@@ -76,9 +76,10 @@ def make_sample(rng: np.random.Generator, size: int = 128, num_classes: int = 4,
 
 
 def generate(output: str, num_images: int = 40, size: int = 128, num_classes: int = 4, seed: int = 0,
-             val_fraction: float = 0.25, test_fraction: float = 0.0) -> dict[str, list[str]]:
+             val_fraction: float = 0.25, test_fraction: float = 0.0, grain: float = GRAIN) -> dict[str, list[str]]:
     """Write a VOC-layout dataset under ``output`` (any URI); returns the ids of each split: train, val and, with
-    ``test_fraction`` > 0, test (images no training decision has seen, for a truly held-out score)."""
+    ``test_fraction`` > 0, test (images no training decision has seen, for a truly held-out score). ``grain``: the
+    per-pixel colour noise (``make_sample``)."""
     num_test = round(num_images * test_fraction) if test_fraction > 0 else 0
     num_val = max(1, round(num_images * val_fraction))
     if num_images - num_val - num_test < 1 or (test_fraction > 0 and num_test < 1):
@@ -91,7 +92,7 @@ def generate(output: str, num_images: int = 40, size: int = 128, num_classes: in
     if num_test:
         splits["test"] = ids[num_train + num_val:]
     for sample_id in ids:
-        image, mask = make_sample(rng, size, num_classes)
+        image, mask = make_sample(rng, size, num_classes, grain=grain)
         write_bytes(join_uri(output, IMAGE_DIR, sample_id + IMAGE_SUFFIX), encode_jpeg(image, quality=95))
         write_bytes(join_uri(output, MASK_DIR, sample_id + MASK_SUFFIX), encode_palette_png(mask))
     for split, split_ids in splits.items():
@@ -163,10 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-fraction", type=float, default=0.25)
     parser.add_argument("--test-fraction", type=float, default=0.0, help="also write a test split this large")
+    parser.add_argument("--grain", type=float, default=GRAIN,
+                        help="per-pixel colour noise (standard deviation, 0-255): a noisy camera, e.g. 30, wants other "
+                             "CRF parameters than the paper's (pipelines.tune_crf)")
     args = parser.parse_args(argv)
     try:
         splits = generate(args.output, args.num_images, args.size, args.num_classes, args.seed, args.val_fraction,
-                          args.test_fraction)
+                          args.test_fraction, args.grain)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
