@@ -24,6 +24,7 @@ from deeplab_core.io import resize_labels
 from deeplab_core.metrics import ConfusionMatrix
 
 TUNABLE = tuple(PAPER_SYMBOLS)  # the weights and kernel widths, by CRFParams field name
+_WEIGHTS = ("bilateral_weight", "gaussian_weight")  # may be 0 (no such kernel); a width must be > 0
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,7 @@ def parse_grid_axis(text: str) -> tuple[str, tuple[float, ...]]:
         values = tuple(numbers)
     if not values:
         raise ValueError(f"no values in {text!r}")
-    if any(value < 0 or (name != "bilateral_weight" and name != "gaussian_weight" and value == 0)
-           for value in values):
+    if any(value < 0 or (value == 0 and name not in _WEIGHTS) for value in values):
         raise ValueError(f"{text!r}: weights must be >= 0 and kernel widths > 0")
     return name, tuple(sorted(set(values)))
 
@@ -109,9 +109,8 @@ def finer_grid(grid: CRFGrid, best: CRFParams) -> CRFGrid:
             axes.append((name, values))
             continue
         half_step = float(np.min(np.diff(sorted(values)))) / 2
-        lowest = 0.0 if name.endswith("weight") else 1e-9
         candidates = [round(centre + offset * half_step, 10) for offset in (-1, 0, 1)]
-        axes.append((name, tuple(value for value in candidates if value >= lowest)))
+        axes.append((name, tuple(value for value in candidates if value > 0 or (value == 0 and name in _WEIGHTS))))
     return CRFGrid(tuple(axes))
 
 

@@ -20,6 +20,12 @@ CHUNK = "chunk"  # which share of the settings a row's task scores (tune_crf spl
 MATRICES = "matrices"  # settings x classes x classes confusion counts, flattened
 
 
+def confusion_counts(labels: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
+    """The flattened confusion counts of predicted ``labels`` (at the working size) against ground truth ``label``
+    (at the input's size, to which the labels are resized)."""
+    return ConfusionMatrix(num_classes).update(resize_labels(labels, label.shape), label).counts.ravel()
+
+
 class Scorer:
     """CPU task: each row's confusion matrices (flattened) against its ground truth, of the model's labels
     (``plain``) and, ``with_crf``, of the CRF's (``refined``); rows that failed keep their ``error`` and empty
@@ -38,9 +44,9 @@ class Scorer:
             plain = refined = empty
             if not error:
                 label = batch[columns.LABEL][row]
-                plain = self._counts(batch[columns.LABELS][row], label)
+                plain = confusion_counts(batch[columns.LABELS][row], label, self.num_classes)
                 if self.with_crf:
-                    refined = self._counts(batch[columns.LABELS_CRF][row], label)
+                    refined = confusion_counts(batch[columns.LABELS_CRF][row], label, self.num_classes)
             out[columns.URI].append(str(batch[columns.URI][row]))
             out[columns.ERROR].append(error)
             out[PLAIN].append(plain)
@@ -49,10 +55,6 @@ class Scorer:
                 if column in batch:
                     out[column].append(batch[column][row])
         return out
-
-    def _counts(self, labels: np.ndarray, label: np.ndarray) -> np.ndarray:
-        return ConfusionMatrix(self.num_classes).update(resize_labels(labels, label.shape), label).counts.ravel()
-
 
 class CRFSettingsScorer:
     """CPU task: for each row (an image, its low-resolution logits and ground truth; its ``chunk``), the confusion
@@ -75,8 +77,7 @@ class CRFSettingsScorer:
                                                 self.stride, self.settings[chunk::self.chunks], self.num_classes)
                     matrices = np.stack([score.counts for score in scores]).ravel()
                     if chunk == 0:
-                        plain = ConfusionMatrix(self.num_classes).update(
-                            resize_labels(batch[columns.LABELS][row], label.shape), label).counts.ravel()
+                        plain = confusion_counts(batch[columns.LABELS][row], label, self.num_classes)
                 except Exception as err:  # noqa: BLE001 - recorded; the driver leaves the image out of every setting
                     error = describe(err)
             out[columns.URI].append(str(batch[columns.URI][row]))
