@@ -7,6 +7,7 @@ setup(
         Extension(
             "deeplab_core._meanfield",
             ["deeplab_core/_meanfield.cpp"],
+            depends=["deeplab_core/_meanfield_impl.h"],  # included by the .cpp, once per instruction set
             language="c++",
             extra_compile_args=["-O3", "-std=c++17", "-fno-trapping-math"],  # lets exp_nonpositive vectorise
         )

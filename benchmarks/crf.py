@@ -32,6 +32,7 @@ import torch
 
 from benchmarks.memory_bandwidth import memory_bandwidth
 from deeplab_core.crf import CRFParams, refine_low_res
+from deeplab_core.extension import load_meanfield
 from deeplab_core.inference import TRANSPORT_DTYPE, as_tensor, upsample_logits
 from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.synthetic import MODEL_OUTPUT_FAMILIES, make_sample, simulated_case
@@ -293,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one core per CRF, as a CRF task has
 
-    print(f"{args.images} images {args.size}x{args.size} per family, {args.classes} classes, one core")
+    print(f"{args.images} images {args.size}x{args.size} per family, {args.classes} classes, one core, the CRF's "
+          f"{load_meanfield().instruction_set()} build (DEEPLAB_CRF_ISA=generic: the other)")
     print("| family          | present | exact CRF holds | kept | exact s/img | pruned s/img | speed-up | agreement | "
           "exact CRF moves | pruned differs on, per pixel moved | mIoU delta |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -27,584 +28,12 @@
 
 namespace {
 
-// std::nearbyint in the default rounding mode (to nearest, ties to even) for |x| < 2^22, in two additions: x86-64's
-// baseline instruction set has no rounding instruction, and the library call, six per pixel, took ~12 % of the
-// lattice build. Larger values come out large, which the callers' range checks refuse.
-inline float round_to_integer(float x) { return (x + 12582912.f) - 12582912.f; }  // 12582912 = 1.5 * 2^23
-
-template <int D>
-struct Lattice {
-    int num_pixels = 0;
-    int num_vertices = 0;
-    std::vector<int> offset;          // (D+1) per pixel: vertex index + 1 (0 is an always-zero slot)
-    std::vector<float> barycentric;   // (D+1) per pixel
-    std::vector<int> neighbours;      // per axis, per vertex: (lower, upper) vertex index + 1, 0 when absent
-    std::vector<float> norm;          // symmetric normalisation, one per pixel
-
-    // False when a lattice coordinate does not fit the 16-bit keys (features too large for their kernel widths).
-    template <typename Features>
-    bool build(int pixels, const Features &features);
-
-    // out = K in, `values` floats per pixel (pixel-major).
-    void filter(const float *in, float *out, int values, std::vector<float> &buffer_a,
-                std::vector<float> &buffer_b) const;
-    // energy += weight * N K N q (N: the normalisation), the Potts message of mean-field inference.
-    void add_message(const float *q, float *energy, int values, float weight, std::vector<float> &buffer_a,
-                     std::vector<float> &buffer_b) const;
-};
-
-// Open addressing with linear probing; keys stored inline next to the vertex index.
-template <int D>
-class VertexTable {
-  public:
-    explicit VertexTable(size_t expected) {
-        size_t capacity = 1024;
-        while (capacity < 2 * expected) capacity *= 2;
-        slots_.assign(capacity, Slot{});
-        mask_ = capacity - 1;
-        keys_.reserve(expected * D);
-    }
-    int size() const { return static_cast<int>(keys_.size() / D); }
-    const int16_t *key(int index) const { return &keys_[static_cast<size_t>(index) * D]; }
-
-    static size_t hash(const int16_t *key) {
-        uint64_t h = 0;
-        for (int i = 0; i < D; ++i) h = (h + static_cast<uint16_t>(key[i])) * 0x9E3779B97F4A7C15ull;
-        return static_cast<size_t>(h ^ (h >> 29));
-    }
-    // Lookups are cache misses in a table of megabytes: callers hash a batch of keys and prefetch their slots first.
-    void prefetch(size_t hash) const { __builtin_prefetch(&slots_[hash & mask_]); }
-
-    // Vertex index of `key` (whose hash is `hash`), inserting it when `create`; -1 when absent.
-    int find(const int16_t *key, size_t hash, bool create) {
-        if (create && 2 * (keys_.size() / D + 1) > slots_.size()) grow();
-        size_t h = hash & mask_;
-        while (true) {
-            Slot &slot = slots_[h];
-            if (slot.index < 0) {
-                if (!create) return -1;
-                std::memcpy(slot.key, key, sizeof(slot.key));
-                slot.index = size();
-                keys_.insert(keys_.end(), key, key + D);
-                return slot.index;
-            }
-            if (std::memcmp(slot.key, key, sizeof(slot.key)) == 0) return slot.index;
-            h = (h + 1) & mask_;
-        }
-    }
-
-  private:
-    struct Slot {
-        int16_t key[D] = {};
-        int32_t index = -1;
-    };
-    std::vector<Slot> slots_;
-    std::vector<int16_t> keys_;
-    size_t mask_ = 0;
-    void grow() {
-        std::vector<Slot> old;
-        old.swap(slots_);
-        slots_.assign(old.size() * 2, Slot{});
-        mask_ = slots_.size() - 1;
-        for (const Slot &slot : old) {
-            if (slot.index < 0) continue;
-            size_t h = hash(slot.key) & mask_;
-            while (slots_[h].index >= 0) h = (h + 1) & mask_;
-            slots_[h] = slot;
-        }
-    }
-};
-
-template <int D>
-template <typename Features>
-bool Lattice<D>::build(int pixels, const Features &features) {
-    num_pixels = pixels;
-    offset.assign(static_cast<size_t>(pixels) * (D + 1), 0);
-    barycentric.assign(static_cast<size_t>(pixels) * (D + 1), 0.f);
-    // Sized for 1.5 vertices per pixel (0.9-1.1 measured on the benchmark images); it grows when needed.
-    VertexTable<D> table(static_cast<size_t>(pixels) + pixels / 2);
-
-    int16_t canonical[D + 1][D + 1];
-    for (int i = 0; i <= D; ++i) {
-        for (int j = 0; j <= D - i; ++j) canonical[i][j] = static_cast<int16_t>(i);
-        for (int j = D - i + 1; j <= D; ++j) canonical[i][j] = static_cast<int16_t>(i - (D + 1));
-    }
-    const float inv_std_dev = static_cast<float>(std::sqrt(2.0 / 3.0) * (D + 1));
-    float scale[D];
-    for (int i = 0; i < D; ++i) scale[i] = static_cast<float>(1.0 / std::sqrt(double((i + 2) * (i + 1))) * inv_std_dev);
-    const float down = 1.0f / (D + 1);
-    const float up = static_cast<float>(D + 1);
-
-    constexpr int kBatch = 16;
-    struct Pending {
-        int16_t key[D];
-        size_t hash;
-    };
-    std::vector<Pending> pending(static_cast<size_t>(kBatch) * (D + 1));  // D+1 vertices per pixel
-    float f[D], elevated[D + 1], rem0[D + 1], bary[D + 2];
-    int rank[D + 1];
-    for (int first = 0; first < pixels; first += kBatch) {
-        const int last = std::min(pixels, first + kBatch);
-        for (int k = first; k < last; ++k) {
-            features(k, f);
-            // Elevate onto the hyperplane (y = E p) and find the enclosing simplex by rounding and sorting.
-            float sm = 0.f;
-            for (int j = D; j > 0; --j) {
-                const float cf = f[j - 1] * scale[j - 1];
-                elevated[j] = sm - j * cf;
-                sm += cf;
-            }
-            elevated[0] = sm;
-            float sum = 0.f;
-            for (int i = 0; i <= D; ++i) {
-                const float v = round_to_integer(down * elevated[i]);
-                rem0[i] = v * up;
-                sum += v;
-            }
-            for (int i = 0; i <= D; ++i)
-                if (std::fabs(rem0[i]) > 32767 - 2 * (D + 1)) return false;
-            for (int i = 0; i <= D; ++i) rank[i] = 0;
-            for (int i = 0; i < D; ++i) {
-                const float di = elevated[i] - rem0[i];
-                for (int j = i + 1; j <= D; ++j) {
-                    const bool below = di < elevated[j] - rem0[j];  // arithmetic, not a branch: unpredictable
-                    rank[i] += below;
-                    rank[j] += !below;
-                }
-            }
-            const int shift = static_cast<int>(sum);
-            for (int i = 0; i <= D; ++i) {
-                rank[i] += shift;
-                if (rank[i] < 0) {
-                    rank[i] += D + 1;
-                    rem0[i] += up;
-                } else if (rank[i] >= D + 1) {
-                    rank[i] -= D + 1;
-                    rem0[i] -= up;
-                }
-            }
-            for (int i = 0; i <= D + 1; ++i) bary[i] = 0.f;
-            for (int i = 0; i <= D; ++i) {
-                const float v = (elevated[i] - rem0[i]) * down;
-                bary[D - rank[i]] += v;
-                bary[D - rank[i] + 1] -= v;
-            }
-            bary[0] += 1.0f + bary[D + 1];
-            float *pixel_bary = &barycentric[static_cast<size_t>(k) * (D + 1)];
-            for (int r = 0; r <= D; ++r) {
-                pixel_bary[r] = bary[r];
-                Pending &vertex = pending[static_cast<size_t>(k - first) * (D + 1) + r];
-                for (int i = 0; i < D; ++i) vertex.key[i] = static_cast<int16_t>(rem0[i] + canonical[r][rank[i]]);
-                vertex.hash = VertexTable<D>::hash(vertex.key);
-                table.prefetch(vertex.hash);
-            }
-        }
-        for (int k = first; k < last; ++k)
-            for (int r = 0; r <= D; ++r) {
-                const Pending &vertex = pending[static_cast<size_t>(k - first) * (D + 1) + r];
-                offset[static_cast<size_t>(k) * (D + 1) + r] = table.find(vertex.key, vertex.hash, true) + 1;
-            }
-    }
-
-    // Blur neighbours: along axis j, a vertex's neighbours are the vertex -1 (+D on coordinate j) and +1 (-D).
-    // Only the upper ones are looked up: a vertex is the lower neighbour of its upper neighbour on the same axis.
-    num_vertices = table.size();
-    neighbours.assign(static_cast<size_t>(D + 1) * num_vertices * 2, 0);
-    for (int first = 0; first < num_vertices; first += kBatch) {
-        const int last = std::min(num_vertices, first + kBatch);
-        Pending *slot = pending.data();
-        for (int v = first; v < last; ++v) {
-            const int16_t *vertex = table.key(v);
-            for (int j = 0; j <= D; ++j, ++slot) {
-                for (int i = 0; i < D; ++i) slot->key[i] = static_cast<int16_t>(vertex[i] + 1);
-                if (j < D) slot->key[j] = static_cast<int16_t>(vertex[j] - D);
-                slot->hash = VertexTable<D>::hash(slot->key);
-                table.prefetch(slot->hash);
-            }
-        }
-        slot = pending.data();
-        for (int v = first; v < last; ++v)
-            for (int j = 0; j <= D; ++j, ++slot) {
-                const int upper = table.find(slot->key, slot->hash, false);
-                if (upper < 0) continue;
-                int *axis = &neighbours[static_cast<size_t>(j) * num_vertices * 2];  // (lower, upper) per vertex
-                axis[2 * v + 1] = upper + 1;
-                axis[2 * upper] = v + 1;
-            }
-    }
-    // Symmetric normalisation: 1 / sqrt(K 1).
-    std::vector<float> ones(pixels, 1.f), filtered(pixels), a, b;
-    filter(ones.data(), filtered.data(), 1, a, b);
-    norm.resize(pixels);
-    for (int i = 0; i < pixels; ++i) norm[i] = static_cast<float>(1.0 / std::sqrt(filtered[i] + 1e-20));
-    return true;
-}
-
-// Splat, blur and slice touch vertex values scattered over megabytes: fetch them this many steps ahead.
-constexpr int kBlurLookahead = 16;
-constexpr int kPixelLookahead = 8;
-// Label counts up to this get filters and softmaxes specialised at compile time (a trained model's outputs keep 2-7
-// labels, a scene with many classes or an untrained model more); more labels are processed in chunks of it.
-constexpr int kMaxFixedValues = 16;
-
-// Splat, blur along each lattice axis, slice: out = K in (pixel-major, `V` values per pixel; 0: `runtime_values`).
-// As a `Message`, the input is normalised first and the output normalised and added to `out` with `weight`, in
-// densecrf's order of operations.
-template <int D, int V, bool Message>
-void filter_values(const Lattice<D> &lattice, const float *in, float *out, int runtime_values, float weight,
-                   float *values, float *scratch) {
-    const int nv = V > 0 ? V : runtime_values;
-    std::fill(values, values + static_cast<size_t>(lattice.num_vertices + 1) * nv, 0.f);
-    std::fill(scratch, scratch + nv, 0.f);  // the absent-neighbour slot
-    const int pixels = lattice.num_pixels;
-    for (int i = 0; i < pixels; ++i) {
-        const int *o = &lattice.offset[static_cast<size_t>(i) * (D + 1)];
-        if (i + kPixelLookahead < pixels)
-            for (int r = 0; r <= D; ++r)
-                __builtin_prefetch(values + static_cast<size_t>(o[kPixelLookahead * (D + 1) + r]) * nv, 1);
-        const float *w = &lattice.barycentric[static_cast<size_t>(i) * (D + 1)];
-        const float *value = in + static_cast<size_t>(i) * nv;
-        for (int first = 0; first < nv; first += kMaxFixedValues) {
-            const int count = V > 0 ? V : std::min(nv - first, kMaxFixedValues);
-            float scaled[V > 0 ? V : kMaxFixedValues];
-            for (int c = 0; c < count; ++c) scaled[c] = Message ? value[first + c] * lattice.norm[i] : value[first + c];
-            for (int r = 0; r <= D; ++r) {
-                float *target = values + static_cast<size_t>(o[r]) * nv + first;
-                for (int c = 0; c < count; ++c) target[c] += w[r] * scaled[c];
-            }
-        }
-    }
-    float *current = values, *next = scratch;
-    for (int j = 0; j <= D; ++j) {
-        const int *axis = &lattice.neighbours[static_cast<size_t>(j) * lattice.num_vertices * 2];
-        const int vertices = lattice.num_vertices;
-        for (int v = 0; v < vertices; ++v) {
-            if (v + kBlurLookahead < vertices) {
-                __builtin_prefetch(current + static_cast<size_t>(axis[2 * (v + kBlurLookahead)]) * nv);
-                __builtin_prefetch(current + static_cast<size_t>(axis[2 * (v + kBlurLookahead) + 1]) * nv);
-            }
-            const float *__restrict own = current + static_cast<size_t>(v + 1) * nv;
-            const float *__restrict lower = current + static_cast<size_t>(axis[2 * v]) * nv;
-            const float *__restrict upper = current + static_cast<size_t>(axis[2 * v + 1]) * nv;
-            float *__restrict target = next + static_cast<size_t>(v + 1) * nv;
-            for (int c = 0; c < nv; ++c) target[c] = own[c] + 0.5f * (lower[c] + upper[c]);
-        }
-        std::swap(current, next);
-    }
-    const float alpha = 1.0f / (1 + std::pow(2.0f, -D));
-    for (int i = 0; i < pixels; ++i) {
-        const int *o = &lattice.offset[static_cast<size_t>(i) * (D + 1)];
-        if (i + kPixelLookahead < pixels)
-            for (int r = 0; r <= D; ++r)
-                __builtin_prefetch(current + static_cast<size_t>(o[kPixelLookahead * (D + 1) + r]) * nv);
-        const float *w = &lattice.barycentric[static_cast<size_t>(i) * (D + 1)];
-        float *target = out + static_cast<size_t>(i) * nv;
-        for (int first = 0; first < nv; first += kMaxFixedValues) {
-            const int count = V > 0 ? V : std::min(nv - first, kMaxFixedValues);
-            float sum[V > 0 ? V : kMaxFixedValues] = {};
-            for (int r = 0; r <= D; ++r) {
-                const float *source = current + static_cast<size_t>(o[r]) * nv + first;
-                if (nv <= 2) {  // densecrf's scalar path (up to 2 values) rounds in this order
-                    for (int c = 0; c < count; ++c) sum[c] += w[r] * source[c] * alpha;
-                } else {
-                    const float vertex_weight = w[r] * alpha;
-                    for (int c = 0; c < count; ++c) sum[c] += vertex_weight * source[c];
-                }
-            }
-            for (int c = 0; c < count; ++c) {
-                if (Message) target[first + c] -= -weight * (sum[c] * lattice.norm[i]);
-                else target[first + c] = sum[c];
-            }
-        }
-    }
-}
-
-// filter_values specialised for `values` when it is at most kMaxFixedValues, else its runtime-width version.
-template <int D, bool Message, int V = 1>
-void filter_fixed_or_runtime(const Lattice<D> &lattice, const float *in, float *out, int values, float weight,
-                             float *buffer_a, float *buffer_b) {
-    if constexpr (V > kMaxFixedValues) {
-        filter_values<D, 0, Message>(lattice, in, out, values, weight, buffer_a, buffer_b);
-    } else if (values == V) {
-        filter_values<D, V, Message>(lattice, in, out, values, weight, buffer_a, buffer_b);
-    } else {
-        filter_fixed_or_runtime<D, Message, V + 1>(lattice, in, out, values, weight, buffer_a, buffer_b);
-    }
-}
-
-template <int D, bool Message>
-void dispatch_filter(const Lattice<D> &lattice, const float *in, float *out, int values, float weight,
-                     std::vector<float> &buffer_a, std::vector<float> &buffer_b) {
-    const size_t slots = static_cast<size_t>(lattice.num_vertices + 1) * values;
-    if (buffer_a.size() < slots) buffer_a.resize(slots);
-    if (buffer_b.size() < slots) buffer_b.resize(slots);
-    filter_fixed_or_runtime<D, Message>(lattice, in, out, values, weight, buffer_a.data(), buffer_b.data());
-}
-
-template <int D>
-void Lattice<D>::filter(const float *in, float *out, int values, std::vector<float> &buffer_a,
-                        std::vector<float> &buffer_b) const {
-    dispatch_filter<D, false>(*this, in, out, values, 0.f, buffer_a, buffer_b);
-}
-
-template <int D>
-void Lattice<D>::add_message(const float *q, float *energy, int values, float weight, std::vector<float> &buffer_a,
-                             std::vector<float> &buffer_b) const {
-    dispatch_filter<D, true>(*this, q, energy, values, weight, buffer_a, buffer_b);
-}
-
-struct SpatialKey {
-    int height, width;
-    float xy_std;
-    bool operator==(const SpatialKey &other) const {
-        return height == other.height && width == other.width && xy_std == other.xy_std;
-    }
-};
-
-// The spatial kernel depends only on the image size and the kernel's width: keep the last few built (a CRF worker
-// sees many images of one size, and the pruned CRF's label screening runs on a coarser grid of each image, so two
-// sizes alternate). `make` builds one, or returns null when it cannot. One cache per call site.
-constexpr size_t kKernelsKept = 4;
-
-template <typename Kernel, typename Make>
-std::shared_ptr<const Kernel> last_built(const SpatialKey &key, Make make) {
-    static std::mutex guard;
-    static std::vector<std::pair<SpatialKey, std::shared_ptr<const Kernel>>> cached;  // most recently used last
-    {
-        std::lock_guard<std::mutex> lock(guard);
-        for (size_t i = 0; i < cached.size(); ++i) {
-            if (cached[i].first == key) {
-                auto hit = cached[i];
-                cached.erase(cached.begin() + static_cast<std::ptrdiff_t>(i));
-                cached.push_back(hit);
-                return hit.second;
-            }
-        }
-    }
-    std::shared_ptr<const Kernel> kernel = make();
-    if (!kernel) return nullptr;
-    std::lock_guard<std::mutex> lock(guard);
-    if (cached.size() >= kKernelsKept) cached.erase(cached.begin());
-    cached.emplace_back(key, kernel);
-    return kernel;
-}
-
-std::shared_ptr<const Lattice<2>> spatial_lattice(int height, int width, float xy_std) {
-    return last_built<Lattice<2>>({height, width, xy_std}, [&]() -> std::shared_ptr<const Lattice<2>> {
-        auto lattice = std::make_shared<Lattice<2>>();
-        const bool built = lattice->build(height * width, [&](int k, float *f) {
-            f[0] = (k % width) / xy_std;
-            f[1] = (k / width) / xy_std;
-        });
-        return built ? lattice : nullptr;
-    });
-}
-
-// The spatial kernel exp(-|p_i - p_j|^2 / (2 std^2)) of a narrow width (the paper's is 1 pixel) computed exactly on
-// the pixel grid: a Gaussian is separable, so K q is a pass along the rows, then one along the columns, each a few
-// taps long and reading memory in order. The lattice, built for wide kernels, spends more on a 1-pixel kernel than
-// on the exact one and only approximates it. Taps beyond kTruncation standard deviations (weight < 3.4e-4) are left
-// out.
-constexpr float kTruncation = 4.0f;
-constexpr float kMaxSeparableStd = 2.0f;
-
-class SeparableGaussian {
-  public:
-    SeparableGaussian(int height, int width, float xy_std) : height_(height), width_(width) {
-        const int radius = static_cast<int>(std::ceil(kTruncation * xy_std));
-        for (int d = 0; d <= radius; ++d) taps_.push_back(std::exp(-0.5f * d * d / (xy_std * xy_std)));
-        const std::vector<float> ones(static_cast<size_t>(height) * width, 1.f);
-        std::vector<float> scratch, row;
-        norm_.resize(ones.size());
-        filter(ones.data(), nullptr, 1, scratch, row, [&](int y, const float *filtered) {
-            for (int x = 0; x < width_; ++x)
-                norm_[static_cast<size_t>(y) * width_ + x] = static_cast<float>(1.0 / std::sqrt(filtered[x] + 1e-20));
-        });
-    }
-
-    // energy = -unary + weight * N K N q (N: the symmetric normalisation, as on the lattice): the unary and this
-    // message in one pass over the energies, which start each iteration from the unary.
-    void unary_plus_message(const float *q, const float *unary, float *energy, int values, float weight,
-                            std::vector<float> &scratch, std::vector<float> &row) const {
-        filter(q, norm_.data(), values, scratch, row, [&](int y, const float *filtered) {
-            const size_t first = static_cast<size_t>(y) * width_ * values;
-            float *target = energy + first;
-            const float *own_unary = unary + first;
-            const float *norm = &norm_[static_cast<size_t>(y) * width_];
-            for (int x = 0; x < width_; ++x)
-                for (int c = 0; c < values; ++c)
-                    target[x * values + c] = -own_unary[x * values + c] + weight * (filtered[x * values + c] * norm[x]);
-        });
-    }
-
-  private:
-    int height_, width_;
-    std::vector<float> taps_;  // taps_[d]: the weight at distance d
-    std::vector<float> norm_;
-
-    // K (in * scale), `values` floats per pixel (pixel-major; `scale`: a factor per pixel, or null for none): along
-    // the rows into `scratch`, then along the columns, each output row handed to `emit(y, row)` while in cache.
-    // The taps are symmetric: both neighbours at distance d are added before their weight is applied.
-    template <typename Emit>
-    void filter(const float *in, const float *scale, int values, std::vector<float> &scratch, std::vector<float> &row,
-                Emit emit) const {
-        const int radius = static_cast<int>(taps_.size()) - 1;
-        const size_t stride = static_cast<size_t>(width_) * values;  // floats per image row
-        scratch.resize(stride * height_);
-        row.resize(stride);
-        for (int y = 0; y < height_; ++y) {
-            const float *source = in + y * stride;
-            if (scale != nullptr) {
-                const float *factor = scale + static_cast<size_t>(y) * width_;
-                for (int x = 0; x < width_; ++x)
-                    for (int c = 0; c < values; ++c) row[x * values + c] = source[x * values + c] * factor[x];
-                source = row.data();
-            }
-            float *__restrict target = scratch.data() + y * stride;
-            for (size_t k = 0; k < stride; ++k) target[k] = taps_[0] * source[k];
-            for (int d = 1; d <= radius && d < width_; ++d) {  // the neighbours d pixels to the left and right
-                const size_t shift = static_cast<size_t>(d) * values;
-                const float tap = taps_[d];
-                const size_t right_end = stride - shift;  // below it, k has a neighbour on the right
-                for (size_t k = 0; k < std::min(shift, right_end); ++k) target[k] += tap * source[k + shift];
-                for (size_t k = shift; k < right_end; ++k) target[k] += tap * (source[k - shift] + source[k + shift]);
-                for (size_t k = std::max(shift, right_end); k < stride; ++k) target[k] += tap * source[k - shift];
-            }
-        }
-        for (int y = 0; y < height_; ++y) {
-            float *__restrict target = row.data();
-            const float *centre = scratch.data() + y * stride;
-            for (size_t k = 0; k < stride; ++k) target[k] = taps_[0] * centre[k];
-            for (int d = 1; d <= radius; ++d) {  // the rows d above and below
-                const float tap = taps_[d];
-                const float *above = y - d >= 0 ? centre - d * stride : nullptr;
-                const float *below = y + d < height_ ? centre + d * stride : nullptr;
-                if (above && below) {
-                    for (size_t k = 0; k < stride; ++k) target[k] += tap * (above[k] + below[k]);
-                } else if (above || below) {
-                    const float *other = above ? above : below;
-                    for (size_t k = 0; k < stride; ++k) target[k] += tap * other[k];
-                }
-            }
-            emit(y, target);
-        }
-    }
-};
-
-// exp(x) for x <= 0 (energies less their maximum) to about a float ulp, in arithmetic the compiler vectorises where
-// std::exp is a library call per value: x = n ln 2 + r, exp(r) by Cephes' expf polynomial, 2^n as exponent bits.
-inline float exp_nonpositive(float x) {
-    x = std::max(x, -87.0f);  // exp(-87) is still a normal float
-    const float n = round_to_integer(x * 1.44269504f);
-    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;     // ln 2 in two parts: r exact to float precision
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-    float scale;
-    std::memcpy(&scale, &bits, sizeof(scale));
-    return p * scale;
-}
-
-// q = softmax(energy) per pixel, `L` labels per pixel (0: `runtime_labels`). In blocks of pixels that stay in the
-// L1 cache through the three passes: the maximum, the exponentials (one flat loop, vectorised across pixels), the sum.
-// `rest` (may be null): per pixel, the energy of the labels left out of the CRF (label pruning), which take part in
-// the normalisation only: q then sums to what they leave.
-template <int L>
-void exp_normalize_labels(const float *energy, const float *rest, float *q, int pixels, int runtime_labels) {
-    const int labels = L > 0 ? L : runtime_labels;
-    constexpr int kBlockPixels = 512;
-    float rest_share[kBlockPixels];
-    for (int first = 0; first < pixels; first += kBlockPixels) {
-        const int count = std::min(kBlockPixels, pixels - first);
-        const float *e = energy + static_cast<size_t>(first) * labels;
-        float *p = q + static_cast<size_t>(first) * labels;
-        for (int i = 0; i < count; ++i) {
-            float top = e[i * labels];
-            for (int c = 1; c < labels; ++c) top = std::max(top, e[i * labels + c]);
-            if (rest != nullptr) {
-                top = std::max(top, rest[first + i]);
-                rest_share[i] = rest[first + i] - top;
-            }
-            for (int c = 0; c < labels; ++c) p[i * labels + c] = e[i * labels + c] - top;
-        }
-        const int values = count * labels;
-        for (int k = 0; k < values; ++k) p[k] = exp_nonpositive(p[k]);
-        if (rest != nullptr)
-            for (int i = 0; i < count; ++i) rest_share[i] = exp_nonpositive(rest_share[i]);
-        for (int i = 0; i < count; ++i) {
-            float total = rest != nullptr ? rest_share[i] : 0.f;
-            for (int c = 0; c < labels; ++c) total += p[i * labels + c];
-            for (int c = 0; c < labels; ++c) p[i * labels + c] /= total;
-        }
-    }
-}
-
-// exp_normalize_labels specialised for `labels` when it is at most kMaxFixedValues, else its runtime-width version.
-template <int L = 1>
-void exp_normalize(const float *energy, const float *rest, float *q, int pixels, int labels) {
-    if constexpr (L > kMaxFixedValues) {
-        exp_normalize_labels<0>(energy, rest, q, pixels, labels);
-    } else if (labels == L) {
-        exp_normalize_labels<L>(energy, rest, q, pixels, labels);
-    } else {
-        exp_normalize<L + 1>(energy, rest, q, pixels, labels);
-    }
-}
-
 struct Settings {
     int height, width, labels, iterations;
     float bilateral_weight, bilateral_xy_std, bilateral_rgb_std, gaussian_weight, gaussian_xy_std;
     int exact_spatial;  // the spatial kernel exactly (SeparableGaussian) when narrow enough, else on its lattice
     int keep_bilateral;  // keep this call's bilateral lattice for the next call on the same image and widths
 };
-
-// The bilateral lattice depends on the image and the two kernel widths only, not on the weights, the labels or the
-// unary: a tuning that scores several settings of one image (w1 values, iteration counts) builds it once. Kept on
-// request only (one lattice, ~100 bytes per pixel), and found again only for the same image bytes, compared whole.
-struct KeptBilateral {
-    int height = 0, width = 0;
-    float xy_std = 0.f, rgb_std = 0.f;
-    std::vector<uint8_t> image;
-    std::shared_ptr<const Lattice<5>> lattice;
-};
-
-std::shared_ptr<const Lattice<5>> bilateral_lattice(const uint8_t *image, const Settings &s) {
-    static std::mutex guard;
-    static KeptBilateral kept;
-    const size_t bytes = static_cast<size_t>(s.height) * s.width * 3;
-    {
-        std::lock_guard<std::mutex> lock(guard);
-        if (kept.lattice && kept.height == s.height && kept.width == s.width && kept.xy_std == s.bilateral_xy_std &&
-            kept.rgb_std == s.bilateral_rgb_std && std::memcmp(kept.image.data(), image, bytes) == 0)
-            return kept.lattice;
-    }
-    auto lattice = std::make_shared<Lattice<5>>();
-    const int width = s.width;
-    const bool built = lattice->build(s.height * s.width, [&](int k, float *f) {
-        f[0] = (k % width) / s.bilateral_xy_std;
-        f[1] = (k / width) / s.bilateral_xy_std;
-        const uint8_t *rgb = image + static_cast<size_t>(k) * 3;
-        f[2] = rgb[0] / s.bilateral_rgb_std;
-        f[3] = rgb[1] / s.bilateral_rgb_std;
-        f[4] = rgb[2] / s.bilateral_rgb_std;
-    });
-    if (!built) return nullptr;
-    if (s.keep_bilateral) {
-        std::lock_guard<std::mutex> lock(guard);
-        kept.height = s.height;
-        kept.width = s.width;
-        kept.xy_std = s.bilateral_xy_std;
-        kept.rgb_std = s.bilateral_rgb_std;
-        kept.image.assign(image, image + bytes);
-        kept.lattice = lattice;
-    }
-    return lattice;
-}
 
 // Seconds spent in each phase of one call, for benchmarks/crf.py.
 struct Phases {
@@ -625,50 +54,55 @@ class Stopwatch {
     std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
 };
 
-// q <- mean-field marginals; unary is -log p, both pixel-major (H*W x labels). rest (may be null): per pixel, the
-// energy (log of the summed probabilities) of labels left out, held constant: they are the labels that gather no
-// pairwise support, so their messages are taken as 0 and they enter only each pixel's normalisation, as they do in
-// the CRF over every label. False: lattice overflow.
+}  // namespace
+
+// The computation, compiled twice: for any x86-64 CPU, and for AVX2 (the exponentials, the separable filter and the
+// softmax vectorise 8 floats wide: the softmax takes ~40 % less time, a whole CRF ~5 %, measured by benchmarks/crf.py
+// A/B), chosen once per process from what the CPU reports (DEEPLAB_CRF_ISA=generic forces the first). Without FMA:
+// no operation is contracted or reordered, so both give the same marginals bit for bit (tested).
+namespace {
+namespace generic {
+#include "_meanfield_impl.h"
+}  // namespace generic
+}  // namespace
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define DEEPLAB_HAVE_AVX2 1
+#pragma GCC push_options
+#pragma GCC target("avx2")
+namespace {
+namespace avx2 {
+#include "_meanfield_impl.h"
+}  // namespace avx2
+}  // namespace
+#pragma GCC pop_options
+#endif
+
+namespace {
+
+bool use_avx2() {
+#ifdef DEEPLAB_HAVE_AVX2
+    static const bool chosen = [] {
+        const char *forced = std::getenv("DEEPLAB_CRF_ISA");
+        if (forced != nullptr && std::strcmp(forced, "generic") == 0) return false;
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") != 0;
+    }();
+    return chosen;
+#else
+    return false;
+#endif
+}
+
 bool run_mean_field(const float *unary, const float *rest, const uint8_t *image, float *q, const Settings &s,
                     Phases &phases) {
-    const int pixels = s.height * s.width;
-    const int labels = s.labels;
-    const size_t size = static_cast<size_t>(pixels) * labels;
-
-    Stopwatch stopwatch;
-    std::shared_ptr<const SeparableGaussian> separable;
-    std::shared_ptr<const Lattice<2>> spatial;
-    if (s.exact_spatial && s.gaussian_xy_std <= kMaxSeparableStd)
-        separable = last_built<SeparableGaussian>({s.height, s.width, s.gaussian_xy_std}, [&] {
-            return std::make_shared<const SeparableGaussian>(s.height, s.width, s.gaussian_xy_std);
-        });
-    else if (!(spatial = spatial_lattice(s.height, s.width, s.gaussian_xy_std)))
-        return false;
-    const std::shared_ptr<const Lattice<5>> bilateral = bilateral_lattice(image, s);
-    if (!bilateral) return false;
-    phases.kernels += stopwatch.lap();
-
-    std::vector<float> energy(size), buffer_a, buffer_b;
-    for (size_t i = 0; i < size; ++i) energy[i] = -unary[i];
-    exp_normalize(energy.data(), rest, q, pixels, labels);
-    phases.normalise += stopwatch.lap();
-
-    for (int iteration = 0; iteration < s.iterations; ++iteration) {
-        // Potts compatibility: each kernel's message -w * (N K N Q) is subtracted from the energy, -unary.
-        if (separable) {
-            separable->unary_plus_message(q, unary, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b);
-        } else {
-            for (size_t i = 0; i < size; ++i) energy[i] = -unary[i];
-            spatial->add_message(q, energy.data(), labels, s.gaussian_weight, buffer_a, buffer_b);
-        }
-        phases.spatial += stopwatch.lap();
-        bilateral->add_message(q, energy.data(), labels, s.bilateral_weight, buffer_a, buffer_b);
-        phases.bilateral += stopwatch.lap();
-        exp_normalize(energy.data(), rest, q, pixels, labels);
-        phases.normalise += stopwatch.lap();
-    }
-    return true;
+#ifdef DEEPLAB_HAVE_AVX2
+    if (use_avx2()) return avx2::run_mean_field(unary, rest, image, q, s, phases);
+#endif
+    return generic::run_mean_field(unary, rest, image, q, s, phases);
 }
+
+PyObject *instruction_set(PyObject *, PyObject *) { return PyUnicode_FromString(use_avx2() ? "avx2" : "generic"); }
 
 PyObject *mean_field(PyObject *, PyObject *args) {
     Py_buffer unary, rest, image, out;
@@ -722,6 +156,8 @@ PyMethodDef methods[] = {
      "exact_spatial: the spatial kernel computed exactly when gaussian_xy_std <= 2 (else, and when false, on the "
      "lattice). keep_bilateral: keep the bilateral lattice for the next call on the same image and widths. Returns the "
      "seconds spent in each phase (a dict)."},
+    {"instruction_set", instruction_set, METH_NOARGS,
+     "instruction_set()\n\nWhich build of the computation this process runs: 'avx2' (AVX2 + FMA) or 'generic'."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -331,3 +331,33 @@ def test_a_kept_bilateral_lattice_is_reused_only_for_the_same_image_and_widths()
     assert (refine_low_res(changed, logits, 8, PAPER_PARAMS) == reference["changed"]).all()
     refine_low_res(image, logits, 8, PAPER_PARAMS, keep_kernels=True)
     assert (refine_low_res(image, logits, 8, wider) == reference["wider"]).all()
+
+
+def test_the_avx2_and_generic_builds_give_the_same_marginals_bit_for_bit(tmp_path):
+    """The extension runs an AVX2 build of the mean field where the CPU has it and a generic x86-64 one elsewhere
+    (DEEPLAB_CRF_ISA=generic forces it): the same operations in the same order, so the same marginals."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from deeplab_core.crf import CRFParams, dense_crf_marginals\n"
+        "from deeplab_core.extension import load_meanfield\n"
+        "from deeplab_core.synthetic import simulated_case\n"
+        "image, _, low = simulated_case(np.random.default_rng(6), 'uncertain', size=128)\n"
+        "out = [dense_crf_marginals(image, low, CRFParams(method=m), is_logits=True)[1] for m in ('native', 'pruned')]\n"
+        "np.save(sys.argv[1], np.stack(out))\n"
+        "print(load_meanfield().instruction_set())\n"
+    )
+    used = {}
+    for isa in ("generic", "default"):
+        env = dict(os.environ)
+        env.pop("DEEPLAB_CRF_ISA", None)
+        if isa == "generic":
+            env["DEEPLAB_CRF_ISA"] = "generic"
+        result = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{isa}.npy")], env=env,
+                                capture_output=True, text=True, check=True)
+        used[isa] = result.stdout.strip()
+    assert used["generic"] == "generic" and used["default"] in ("avx2", "generic")
+    assert np.array_equal(np.load(tmp_path / "generic.npy"), np.load(tmp_path / "default.npy"))
