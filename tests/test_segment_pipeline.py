@@ -206,7 +206,9 @@ def test_label_pruning_agrees_with_the_exact_crf_on_a_trained_models_outputs(tra
 
     model, _ = load_model(trained_run)
     agree = total = moved = 0
-    for image, mask, low, stride in make_cases("", 3, 160, NUM_CLASSES, seed=1, model=model):
+    # Four 256 x 256 scenes: a confident model moves few pixels (~800 on three 160 x 160 ones, where 16 differing
+    # pixels already made 2 %); more of them make the ratio a measurement rather than a count of a few pixels.
+    for image, mask, low, stride in make_cases("", 4, 256, NUM_CLASSES, seed=1, model=model):
         exact = refine_low_res(image, low, stride, CRFParams(method="exact"))
         pruned = refine_low_res(image, low, stride)
         agree += int((exact == pruned).sum())
