@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
           f"  masks               {join_uri(masks, 'masks')}\n"
           f"  overlays            {join_uri(masks, 'overlays')}\n"
           f"  manifest            {join_uri(masks, 'manifest')}\n"
-          f"  trained model       {join_uri(run, train.BEST_MODEL_FILE)}", flush=True)
+          f"  trained model       {join_uri(run, train.BEST_MODEL_FILE)}\n"
+          f"Next, the CRF's parameters for this model (README, pipelines.tune_crf):\n"
+          f"  python -m pipelines.tune_crf --data {data} --checkpoint {run} --output {join_uri(output, 'crf')}",
+          flush=True)
     return 0
 
 
