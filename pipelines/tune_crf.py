@@ -133,13 +133,14 @@ def run(config: TuneConfig) -> int:
         return 1
     searched = [params for _, round_settings in rounds for params in round_settings]
     best, _ = best_setting([(params, table.score(params)) for params in searched])
+    first_best = best
     if config.refine:
         fine = finer_grid(config.grid, best).settings(best)
         if not scorer.score(table, [("fine", fine)]):
             return 1
         best, _ = best_setting([(params, table.score(params)) for params in searched + fine])
 
-    report(config, table, best, checkpoint)
+    report(config, table, best, first_best, checkpoint)
     # Images that could not be scored: named when this run met them, counted from the table when an earlier run did.
     failed = len(ids) - table.rows[setting_key(best)]["images"]
     if failed and not config.allow_failures:
@@ -238,8 +239,18 @@ class RoundScorer:
         return self.model_rows
 
 
-def report(config: TuneConfig, table: TuningTable, best: CRFParams, checkpoint: Checkpoint) -> None:
-    """The parameter file, the chart and the summary lines."""
+def _theta_beta_slice(table: TuningTable, setting: CRFParams) -> list[tuple[float, float, float]]:
+    """(theta_alpha, w1, mIoU) of every scored setting that shares ``setting``'s other parameters."""
+    fixed = ("bilateral_rgb_std", "gaussian_weight", "gaussian_xy_std", "iterations")
+    return [(row["bilateral_xy_std"], row["bilateral_weight"], row["miou"]) for row in table.rows.values()
+            if row["round"] != NO_CRF and row["method"] == setting.method
+            and all(math.isclose(row[name], getattr(setting, name)) for name in fixed)]
+
+
+def report(config: TuneConfig, table: TuningTable, best: CRFParams, first_best: CRFParams,
+           checkpoint: Checkpoint) -> None:
+    """The parameter file, the chart (mIoU over theta_alpha x w1 at the best theta_beta, and at the first round's
+    best when the finer round moved it) and the summary lines."""
     images = table.rows[setting_key(best)]["images"]
     paper = with_paper_values(config.inference.crf)
     best_score, paper_score, plain = table.score(best), table.score(paper), table.score(None)
@@ -249,15 +260,15 @@ def report(config: TuneConfig, table: TuningTable, best: CRFParams, checkpoint: 
              "no_crf_miou": round(plain.miou(), 6), "settings_scored": len(table.rows) - 1}
     params_uri = join_uri(config.output, CRF_PARAMS_FILE)
     write_bytes(params_uri, dump_crf_params(best, notes))
-    same_theta_beta = [row for row in table.rows.values() if row["round"] != NO_CRF
-                       and all(math.isclose(row[name], getattr(best, name))
-                               for name in ("bilateral_rgb_std", "gaussian_weight", "gaussian_xy_std", "iterations"))
-                       and row["method"] == best.method]
-    points = [(row["bilateral_xy_std"], row["bilateral_weight"], row["miou"]) for row in same_theta_beta]
-    title = (f"CRF mIoU at theta_beta {best.bilateral_rgb_std:g} ({images} images; paper's setting "
-             f"{paper_score.miou():.4f}, no CRF {plain.miou():.4f})")
-    write_bytes(join_uri(config.output, CHART_FILE),
-                render_crf_grid(points, (best.bilateral_xy_std, best.bilateral_weight), title))
+    panels = [(f"at the best theta_beta, {best.bilateral_rgb_std:g}", _theta_beta_slice(table, best),
+               (best.bilateral_xy_std, best.bilateral_weight))]
+    if not math.isclose(first_best.bilateral_rgb_std, best.bilateral_rgb_std):  # the finer round moved theta_beta
+        panels.insert(0, (f"at the first round's best theta_beta, {first_best.bilateral_rgb_std:g}",
+                          _theta_beta_slice(table, first_best),
+                          (first_best.bilateral_xy_std, first_best.bilateral_weight)))
+    title = (f"CRF mIoU over theta_alpha x w1 on {images} images (the paper's setting {paper_score.miou():.4f}, "
+             f"no CRF {plain.miou():.4f})")
+    write_bytes(join_uri(config.output, CHART_FILE), render_crf_grid(panels, title))
     described = ", ".join(f"{PAPER_SYMBOLS[name]} {getattr(best, name):g}" for name in PAPER_SYMBOLS)
     print(f"[tune_crf] best: {described}: mIoU {best_score.miou():.4f} (pixel accuracy "
           f"{best_score.pixel_accuracy():.4f}); the paper's setting {paper_score.miou():.4f}; no CRF "

@@ -33,9 +33,12 @@ def test_curves_render_before_and_after_validation():
 
 def test_the_crf_tuning_map_has_a_cell_per_value_and_outlines_the_best():
     coarse = [(alpha, weight, 0.5 + alpha / 1000 + weight / 100) for alpha in (30, 50, 70) for weight in (3, 5)]
-    wide = render_crf_grid(coarse + [(60, 4, 0.8)], best=(60, 4), title="t")  # a finer-round point: cells left blank
-    narrow = render_crf_grid(coarse[:2], best=(30, 5), title="t")
-    pixels = np.asarray(Image.open(io.BytesIO(wide)).convert("RGB")).astype(int)
+    fine = [(alpha, weight, 0.6) for alpha in (40, 50, 60) for weight in (4, 5, 6)]
+    one = render_crf_grid([("at theta_beta 3", coarse + [(60, 4, 0.8)], (60, 4))], "t")  # blank cells where unscored
+    two = render_crf_grid([("first round", coarse, (70, 5)), ("finer round", fine, (50, 5))], "t")
+    small = render_crf_grid([("t", coarse[:2], (30, 5))], "t")
+    pixels = np.asarray(Image.open(io.BytesIO(one)).convert("RGB")).astype(int)
     red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
     assert red.sum() > 50  # the best cell's outline
-    assert _size(wide)[0] > _size(narrow)[0] and _size(wide)[1] > _size(narrow)[1]
+    assert _size(one)[0] > _size(small)[0] and _size(one)[1] > _size(small)[1]
+    assert _size(two)[0] > 1.6 * _size(small)[0]  # two panels side by side

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -87,29 +88,39 @@ def render_confusion_matrices(matrices: dict[str, ConfusionMatrix], class_names:
     return _png(figure)
 
 
-def render_crf_grid(points: list[tuple[float, float, float]], best: tuple[float, float], title: str) -> bytes:
-    """mIoU over theta_alpha (x) and w1 (y) as a heat map, one cell per scored (theta_alpha, w1, mIoU) point (cells
-    not scored stay blank), values in the cells, the best setting outlined."""
-    alphas = sorted({alpha for alpha, _, _ in points})
-    weights = sorted({weight for _, weight, _ in points})
-    grid = np.full((len(weights), len(alphas)), np.nan)
-    for alpha, weight, miou in points:
-        grid[weights.index(weight), alphas.index(alpha)] = miou
-    figure = Figure(figsize=(max(5.0, 0.75 * len(alphas) + 2.5), max(3.0, 0.5 * len(weights) + 1.8)),
-                    layout="constrained")
-    axes = figure.subplots()
-    finite = grid[np.isfinite(grid)]
-    image = axes.imshow(grid, cmap="viridis", origin="lower", aspect="auto",
-                        vmin=float(finite.min()) if finite.size else 0, vmax=float(finite.max()) if finite.size else 1)
-    middle = (float(finite.min()) + float(finite.max())) / 2 if finite.size else 0.5
-    for row, column in zip(*np.nonzero(np.isfinite(grid))):
-        value = grid[row, column]
-        axes.text(column, row, f"{value:.4f}", ha="center", va="center", fontsize=7,
-                  color="black" if value > middle else "white")
-    best_column, best_row = alphas.index(best[0]), weights.index(best[1])
-    axes.add_patch(Rectangle((best_column - 0.5, best_row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
-    axes.set_xticks(range(len(alphas)), [f"{alpha:g}" for alpha in alphas])
-    axes.set_yticks(range(len(weights)), [f"{weight:g}" for weight in weights])
-    axes.set(xlabel="theta_alpha (bilateral kernel's spatial width, px)", ylabel="w1 (bilateral weight)", title=title)
-    figure.colorbar(image, ax=axes, label="mIoU")
+def render_crf_grid(panels: Sequence[tuple[str, list[tuple[float, float, float]], tuple[float, float]]],
+                    title: str) -> bytes:
+    """mIoU over theta_alpha (x) and w1 (y) as heat maps side by side, one per ``(subtitle, points, best)`` panel:
+    a cell per scored (theta_alpha, w1, mIoU) point (cells not scored stay blank), values in the cells, the panel's
+    best setting (theta_alpha, w1) outlined; one colour scale for all."""
+    grids = []
+    for _, points, _ in panels:
+        alphas = sorted({alpha for alpha, _, _ in points})
+        weights = sorted({weight for _, weight, _ in points})
+        grid = np.full((len(weights), len(alphas)), np.nan)
+        for alpha, weight, miou in points:
+            grid[weights.index(weight), alphas.index(alpha)] = miou
+        grids.append((alphas, weights, grid))
+    finite = np.concatenate([grid[np.isfinite(grid)] for _, _, grid in grids])
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    width = sum(max(4.0, 0.75 * len(alphas) + 1.5) for alphas, _, _ in grids) + 1.5
+    height = max(3.0, 0.5 * max(len(weights) for _, weights, _ in grids) + 2.0)
+    figure = Figure(figsize=(width, height), layout="constrained")
+    axes_list = np.atleast_1d(figure.subplots(1, len(panels)))
+    image = None
+    for axes, (subtitle, _, best), (alphas, weights, grid) in zip(axes_list, panels, grids):
+        image = axes.imshow(grid, cmap="viridis", origin="lower", aspect="auto", vmin=low, vmax=high)
+        for row, column in zip(*np.nonzero(np.isfinite(grid))):
+            value = grid[row, column]
+            axes.text(column, row, f"{value:.4f}", ha="center", va="center", fontsize=7,
+                      color="black" if value > (low + high) / 2 else "white")
+        best_column, best_row = alphas.index(best[0]), weights.index(best[1])
+        axes.add_patch(Rectangle((best_column - 0.5, best_row - 0.5), 1, 1, fill=False, edgecolor="red",
+                                 linewidth=2))
+        axes.set_xticks(range(len(alphas)), [f"{alpha:g}" for alpha in alphas])
+        axes.set_yticks(range(len(weights)), [f"{weight:g}" for weight in weights])
+        axes.set(xlabel="theta_alpha (bilateral kernel's spatial width, px)", ylabel="w1 (bilateral weight)",
+                 title=subtitle)
+    figure.colorbar(image, ax=list(axes_list), label="mIoU")
+    figure.suptitle(title)
     return _png(figure)
