@@ -14,7 +14,7 @@ a file written by hand. A ``tuned`` section records where the values came from a
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import Any
 
 import yaml
@@ -30,7 +30,7 @@ FILE_FIELDS = ("iterations", *PAPER_SYMBOLS)
 NOTES_KEY = "tuned"
 
 
-def crf_params_from_dict(values: dict[str, Any], source: str, base: CRFParams = PAPER_PARAMS) -> CRFParams:
+def _crf_params_from_dict(values: dict[str, Any], source: str, base: CRFParams = PAPER_PARAMS) -> CRFParams:
     """``base`` with the parameters ``values`` names (field names or the paper's symbols); ``source`` names the
     input in errors."""
     by_symbol = {symbol: name for name, symbol in PAPER_SYMBOLS.items()}
@@ -64,7 +64,7 @@ def load_crf_params(uri: str, base: CRFParams = PAPER_PARAMS) -> CRFParams:
     if not isinstance(values, dict):
         raise ValueError(f"{uri} must hold a mapping of CRF parameters by name (e.g. bilateral_weight: 4.0), "
                          f"got {type(values).__name__}")
-    return crf_params_from_dict(values, uri, base)
+    return _crf_params_from_dict(values, uri, base)
 
 
 def dump_crf_params(params: CRFParams, notes: dict[str, Any] | None = None) -> bytes:
@@ -78,7 +78,3 @@ def dump_crf_params(params: CRFParams, notes: dict[str, Any] | None = None) -> b
         text += yaml.safe_dump({NOTES_KEY: notes}, sort_keys=False)
     return text.encode()
 
-
-def file_fields(params: CRFParams) -> dict[str, Any]:
-    """The values a parameter file holds, by field name."""
-    return {field.name: getattr(params, field.name) for field in fields(params) if field.name in FILE_FIELDS}

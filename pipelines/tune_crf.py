@@ -174,11 +174,13 @@ class RoundScorer:
               f"scored, {len(todo)} to score", flush=True)
         if not todo:
             return True
-        matrices, plain, images = self._run([params for _, params in todo.values()])
+        matrices, plain, images, cpu_seconds = self._run([params for _, params in todo.values()])
         if images == 0:
             uri, error = next(iter(self.failures.items()))
             print(f"error: no image could be scored (first failure: {uri}: {error})", file=sys.stderr)
             return False
+        print(f"[tune_crf] scored {len(todo)} settings x {images} images: {cpu_seconds:.1f} CPU-s in CRF tasks "
+              f"({cpu_seconds / (len(todo) * images):.3f} s per image and setting)", flush=True)
         for (name, params), matrix in zip(todo.values(), matrices):
             table.add(name, params, matrix, images)
         if None not in table:
@@ -186,7 +188,9 @@ class RoundScorer:
         table.save()
         return True
 
-    def _run(self, settings: list[CRFParams]) -> tuple[list[ConfusionMatrix], ConfusionMatrix, int]:
+    def _run(self, settings: list[CRFParams]) -> tuple[list[ConfusionMatrix], ConfusionMatrix, int, float]:
+        """Every setting's summed confusion matrix over the images scored under all of them, the model's own
+        argmax's, how many images that is, and the CPU-seconds the scoring tasks took."""
         import ray
 
         rows = self._model_rows()
@@ -200,9 +204,10 @@ class RoundScorer:
             CRFSettingsScorer(settings, chunks, self.checkpoint.spec.output_stride, num_classes), batch_size=1,
             num_cpus=self.config.resources.crf_cpus, max_retries=1)
         per_image: dict[str, dict[int, np.ndarray]] = {}
-        plain = {}
+        plain, cpu_seconds = {}, 0.0
         for row in scored.iter_rows():
             uri, error = str(row[columns.URI]), str(row[columns.ERROR])
+            cpu_seconds += float(row[columns.SECONDS_CRF])
             if error:
                 self.failures.setdefault(uri, error)
                 continue
@@ -217,7 +222,7 @@ class RoundScorer:
                 totals[chunk::chunks] += counts.reshape(-1, num_classes, num_classes)
             no_crf += plain[uri].reshape(num_classes, num_classes)
         return ([ConfusionMatrix(num_classes, counts) for counts in totals], ConfusionMatrix(num_classes, no_crf),
-                len(complete))
+                len(complete), cpu_seconds)
 
     def _model_rows(self):
         """The model's rows over every image, computed once and kept in the object store."""
