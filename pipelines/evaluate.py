@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
-from deeplab_core.data import MASK_DIR, image_uri, mask_uri, read_split
+from deeplab_core.data import MASK_DIR, read_split
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import join_uri, normalize_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
@@ -117,19 +116,15 @@ def run(config: EvaluateConfig) -> int:
 
 def run_pipeline(config: EvaluateConfig, ids: list[str],
                  checkpoint) -> tuple[ConfusionMatrix, ConfusionMatrix, list, str, dict[str, list]]:
-    import ray.data
-
     from pipelines.common.runtime import init_ray
-    from pipelines.segmentation.stages import add_model_stages, default_rows_per_block
+    from pipelines.segmentation.stages import add_model_stages, labelled_images
 
     init_ray()
     num_classes = checkpoint.spec.num_classes
     crf = config.inference.crf is not None
-    items = [{"uri": image_uri(config.data, i), "label_uri": mask_uri(config.data, i, config.mask_folder), "error": ""}
-             for i in ids]
-    blocks = math.ceil(len(items) / default_rows_per_block(len(items), config.inference.batch_size))
-    dataset = add_model_stages(ray.data.from_items(items, override_num_blocks=blocks), checkpoint, config.inference,
-                               config.resources, plain=True, keep_image=False, num_classes=num_classes)
+    dataset = add_model_stages(labelled_images(config.data, ids, config.mask_folder, config.inference.batch_size),
+                               checkpoint, config.inference, config.resources, plain=True, keep_image=False,
+                               num_classes=num_classes)
     dataset = dataset.map_batches(Scorer(num_classes, crf), batch_size=16)
     plain, refined, failures, precisions = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes), [], set()
     costs: dict[str, list] = {columns.SECONDS_MODEL: [], columns.SECONDS_CRF: [], columns.CRF_LABELS: []}

@@ -26,7 +26,7 @@ from deeplab_core.crf_file import CRF_PARAMS_FILE, PAPER_SYMBOLS, dump_crf_param
 from deeplab_core.crf_tuning import (
     PAPER_GRID, CRFGrid, best_setting, finer_grid, parse_grid_axis, with_paper_values,
 )
-from deeplab_core.data import MASK_DIR, image_uri, mask_uri, read_split
+from deeplab_core.data import MASK_DIR, read_split
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import join_uri, normalize_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
@@ -227,18 +227,14 @@ class RoundScorer:
     def _model_rows(self):
         """The model's rows over every image, computed once and kept in the object store."""
         if self.model_rows is None:
-            import ray.data
-
             from pipelines.common.runtime import init_ray
-            from pipelines.segmentation.stages import add_model_stages, default_rows_per_block
+            from pipelines.segmentation.stages import add_model_stages, labelled_images
 
             init_ray()
             config = self.config
-            items = [{"uri": image_uri(config.data, i), "label_uri": mask_uri(config.data, i, config.mask_folder),
-                      "error": ""} for i in self.ids]
-            blocks = math.ceil(len(items) / default_rows_per_block(len(items), config.inference.batch_size))
             self.model_rows = add_model_stages(
-                ray.data.from_items(items, override_num_blocks=blocks), self.checkpoint,
+                labelled_images(config.data, self.ids, config.mask_folder, config.inference.batch_size),
+                self.checkpoint,
                 replace(config.inference, crf=None), config.resources, plain=True, keep_image=True,
                 num_classes=self.checkpoint.spec.num_classes, low_res_logits=True).materialize()
         return self.model_rows

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from deeplab_core.checkpoint import load_model
 from deeplab_core.crf import PAPER_PARAMS, CRFParams, refine_low_res
-from deeplab_core.data import check_mask
+from deeplab_core.data import check_mask, image_uri, mask_uri
 from deeplab_core.inference import TRANSPORT_DTYPE, working_size
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import decode_image, decode_mask, read_bytes, resize_image, resize_labels
@@ -218,6 +218,17 @@ def default_rows_per_block(count: int, batch_size: int) -> int:
 
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     return max(1, min(MAX_ROWS_PER_BLOCK, max(batch_size, math.ceil(count / (4 * cpus)))))
+
+
+def labelled_images(data: str, ids: list[str], mask_folder: str, batch_size: int):
+    """A Ray Dataset of rows (``uri``, ``label_uri``, ``error``) for the VOC-layout images ``ids`` under ``data``,
+    in blocks as ``default_rows_per_block`` sizes them: what evaluate and tune_crf score."""
+    import ray.data
+
+    items = [{columns.URI: image_uri(data, i), columns.LABEL_URI: mask_uri(data, i, mask_folder), columns.ERROR: ""}
+             for i in ids]
+    blocks = math.ceil(len(items) / default_rows_per_block(len(items), batch_size))
+    return ray.data.from_items(items, override_num_blocks=blocks)
 
 
 def add_model_stages(dataset, checkpoint, settings: InferenceSettings, resources: ModelResources, *, plain: bool,
