@@ -92,6 +92,82 @@ class VertexTable {
     }
 };
 
+// The blur's neighbours: along axis j, a vertex's neighbours are the vertex -1 (+D on coordinate j) and +1 (-D)
+// (for j = D, the coordinate the keys leave implicit: -1 or +1 on every stored one). Rather than a hash lookup per
+// vertex and axis (cache misses in a table of megabytes, most of them for absent neighbours), each key is packed
+// into one integer, a digit per coordinate with room for the neighbours' offsets, and the keys are sorted once:
+// adding one offset to every key keeps their order, so each axis' upper neighbours are found in one merge of the
+// sorted keys with themselves shifted, reading memory in order. The same pairs as the lookups find.
+template <typename Packed, int D>
+void link_sorted_neighbours(const VertexTable<D> &table, const int (&lowest)[D], const int (&bits)[D],
+                            std::vector<int> &neighbours) {
+    struct Entry {
+        Packed key;
+        int32_t index;
+    };
+    const int vertices = table.size();
+    std::vector<Entry> sorted(vertices), scratch(vertices);
+    int position[D];  // of each coordinate's digit, the first coordinate most significant (lexicographic order)
+    for (int i = D - 1, at = 0; i >= 0; at += bits[i], --i) position[i] = at;
+    for (int v = 0; v < vertices; ++v) {
+        const int16_t *key = table.key(v);
+        Packed packed = 0;
+        for (int i = 0; i < D; ++i) packed |= static_cast<Packed>(key[i] - lowest[i] + D) << position[i];
+        sorted[v] = {packed, v};
+    }
+    std::vector<int> start;
+    for (int i = D - 1; i >= 0; --i) {  // least significant digit first: a counting pass per coordinate
+        const Packed mask = (static_cast<Packed>(1) << bits[i]) - 1;
+        start.assign((static_cast<size_t>(1) << bits[i]) + 1, 0);
+        for (const Entry &entry : sorted) ++start[static_cast<size_t>((entry.key >> position[i]) & mask) + 1];
+        for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
+        for (const Entry &entry : sorted) scratch[start[static_cast<size_t>((entry.key >> position[i]) & mask)]++] = entry;
+        sorted.swap(scratch);
+    }
+    Packed all_ones = 0;
+    for (int i = 0; i < D; ++i) all_ones += static_cast<Packed>(1) << position[i];
+    for (int j = 0; j <= D; ++j) {
+        // +1 on every coordinate but j, -D on j: unsigned arithmetic, no digit leaves its room, so no carry.
+        const Packed shift = j < D ? all_ones - (static_cast<Packed>(D + 1) << position[j]) : all_ones;
+        int *axis = &neighbours[static_cast<size_t>(j) * vertices * 2];  // (lower, upper) per vertex
+        int candidate = 0;
+        for (const Entry &entry : sorted) {
+            const Packed upper = entry.key + shift;
+            while (candidate < vertices && sorted[candidate].key < upper) ++candidate;
+            if (candidate == vertices) break;
+            if (sorted[candidate].key != upper) continue;
+            const int found = sorted[candidate].index;
+            axis[2 * entry.index + 1] = found + 1;
+            axis[2 * found] = entry.index + 1;
+        }
+    }
+}
+
+// `neighbours`: per axis and vertex, (lower, upper) vertex index + 1, 0 when absent.
+template <int D>
+void link_blur_neighbours(const VertexTable<D> &table, std::vector<int> &neighbours) {
+    const int vertices = table.size();
+    neighbours.assign(static_cast<size_t>(D + 1) * vertices * 2, 0);
+    if (vertices == 0) return;
+    int lowest[D], highest[D], bits[D], total_bits = 0;
+    std::fill(lowest, lowest + D, INT32_MAX);
+    std::fill(highest, highest + D, INT32_MIN);
+    for (int v = 0; v < vertices; ++v)
+        for (int i = 0; i < D; ++i) {
+            lowest[i] = std::min<int>(lowest[i], table.key(v)[i]);
+            highest[i] = std::max<int>(highest[i], table.key(v)[i]);
+        }
+    for (int i = 0; i < D; ++i) {  // digits from lowest - D (a lower neighbour) to highest + 1 (an upper one)
+        bits[i] = 1;
+        while ((1 << bits[i]) <= highest[i] - lowest[i] + D + 1) ++bits[i];
+        total_bits += bits[i];
+    }
+    if (total_bits <= 64)  // keys within a few hundred of each other per coordinate: always, on images
+        link_sorted_neighbours<uint64_t>(table, lowest, bits, neighbours);
+    else
+        link_sorted_neighbours<unsigned __int128>(table, lowest, bits, neighbours);
+}
+
 template <int D>
 template <typename Features>
 bool Lattice<D>::build(int pixels, const Features &features) {
@@ -183,32 +259,8 @@ bool Lattice<D>::build(int pixels, const Features &features) {
             }
     }
 
-    // Blur neighbours: along axis j, a vertex's neighbours are the vertex -1 (+D on coordinate j) and +1 (-D).
-    // Only the upper ones are looked up: a vertex is the lower neighbour of its upper neighbour on the same axis.
     num_vertices = table.size();
-    neighbours.assign(static_cast<size_t>(D + 1) * num_vertices * 2, 0);
-    for (int first = 0; first < num_vertices; first += kBatch) {
-        const int last = std::min(num_vertices, first + kBatch);
-        Pending *slot = pending.data();
-        for (int v = first; v < last; ++v) {
-            const int16_t *vertex = table.key(v);
-            for (int j = 0; j <= D; ++j, ++slot) {
-                for (int i = 0; i < D; ++i) slot->key[i] = static_cast<int16_t>(vertex[i] + 1);
-                if (j < D) slot->key[j] = static_cast<int16_t>(vertex[j] - D);
-                slot->hash = VertexTable<D>::hash(slot->key);
-                table.prefetch(slot->hash);
-            }
-        }
-        slot = pending.data();
-        for (int v = first; v < last; ++v)
-            for (int j = 0; j <= D; ++j, ++slot) {
-                const int upper = table.find(slot->key, slot->hash, false);
-                if (upper < 0) continue;
-                int *axis = &neighbours[static_cast<size_t>(j) * num_vertices * 2];  // (lower, upper) per vertex
-                axis[2 * v + 1] = upper + 1;
-                axis[2 * upper] = v + 1;
-            }
-    }
+    link_blur_neighbours(table, neighbours);
     // Symmetric normalisation: 1 / sqrt(K 1).
     std::vector<float> ones(pixels, 1.f), filtered(pixels), a, b;
     filter(ones.data(), filtered.data(), 1, a, b);

@@ -226,6 +226,22 @@ def test_native_mean_field_matches_pydensecrf_to_float_rounding(labels, size):
     assert np.mean(native_labels == reference_labels) >= 0.999
 
 
+@pytest.mark.parametrize("rgb_std", [3.0, 0.05])
+def test_the_blur_finds_the_lattice_neighbours_pydensecrf_finds(rgb_std):
+    """The blur's neighbours come from sorting the lattice's keys packed into one integer: 64 bits when the keys span
+    a few hundred values per coordinate (theta_beta 3 on any image), 128 when they span tens of thousands (0.05 on
+    random colours: ~15 bits per coordinate). Either way, the same inference as pydensecrf's hash lookups."""
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    image[:, :20] = image[:, :20] // 16 + 100  # a region of near-equal colours: vertices with many neighbours
+    logits = rng.normal(0, 2, (4, 37, 53)).astype(np.float32)
+    params = replace(PAPER_PARAMS, bilateral_rgb_std=rgb_std)
+    exact_labels, exact = dense_crf_marginals(image, logits, replace(params, method="exact"), is_logits=True)
+    native_labels, native = dense_crf_marginals(image, logits, replace(params, method="native"), is_logits=True)
+    assert np.abs(native - exact).max() < 1e-4
+    assert np.mean(native_labels == exact_labels) >= 0.999
+
+
 @pytest.mark.parametrize("size", [(37, 53), (3, 40), (512, 2)])
 def test_pruned_mode_computes_the_narrow_spatial_kernel_exactly(size):
     """The pruned CRF's spatial kernel (theta_gamma <= 2) is the Gaussian itself, filtered separably on the pixel
