@@ -3,8 +3,9 @@
 // normalisation, filtering on the permutohedral lattice (Adams et al. 2010). The arithmetic follows Krähenbühl's
 // densecrf (the code behind pydensecrf) step for step; what differs is the engineering for few labels:
 //   - lattice construction and filtering are dominated by random accesses to megabytes of hash slots and vertex
-//     values: keys are hashed in batches and their slots, like the blur's neighbours and the splat/slice
-//     vertices, prefetched ahead of use;
+//     values: keys are hashed in batches and their slots, like the splat/slice/blur vertices, prefetched ahead of
+//     use; the blur's neighbours come from one sort of the vertex keys, not a lookup each; large arrays ask for
+//     huge pages;
 //   - filters are specialised for the number of labels and fused with the normalisation and the Potts weights;
 //   - the spatial kernel depends only on the image size, so the last few built are kept and reused, and the
 //     bilateral one, on request, for the next call on the same image (a tuning's settings of one image);
@@ -23,8 +24,13 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <utility>
 #include <vector>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 namespace {
 
@@ -34,6 +40,39 @@ struct Settings {
     int exact_spatial;  // the spatial kernel exactly (SeparableGaussian) when narrow enough, else on its lattice
     int keep_bilateral;  // keep this call's bilateral lattice for the next call on the same image and widths
 };
+
+// std::allocator, except that an array of 2 MiB or more is placed on transparent huge pages where Linux offers them
+// on request (its default, `madvise`): the lattice's hash table, vertex values and per-pixel arrays are read at
+// random over megabytes, and with 4 KiB pages most of those reads also miss the TLB.
+template <typename T>
+struct LargePageAllocator {
+    using value_type = T;
+    static constexpr size_t kHugePage = size_t(1) << 21;
+    LargePageAllocator() = default;
+    template <typename U>
+    LargePageAllocator(const LargePageAllocator<U> &) {}
+    T *allocate(size_t n) {
+        const size_t bytes = n * sizeof(T);
+        if (bytes < kHugePage) return std::allocator<T>().allocate(n);
+        const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+        void *memory = std::aligned_alloc(kHugePage, rounded);
+        if (memory == nullptr) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+        madvise(memory, rounded, MADV_HUGEPAGE);  // advice: without it (or where refused) the usual pages
+#endif
+        return static_cast<T *>(memory);
+    }
+    void deallocate(T *memory, size_t n) {
+        if (n * sizeof(T) < kHugePage) std::allocator<T>().deallocate(memory, n);
+        else std::free(memory);
+    }
+    template <typename U>
+    bool operator==(const LargePageAllocator<U> &) const { return true; }
+    template <typename U>
+    bool operator!=(const LargePageAllocator<U> &) const { return false; }
+};
+template <typename T>
+using Array = std::vector<T, LargePageAllocator<T>>;
 
 // Seconds spent in each phase of one call, for benchmarks/crf.py.
 struct Phases {
