@@ -98,9 +98,12 @@ class VertexTable {
 // into one integer, a digit per coordinate with room for the neighbours' offsets, and the keys are sorted once:
 // adding one offset to every key keeps their order, so each axis' upper neighbours are found in one merge of the
 // sorted keys with themselves shifted, reading memory in order. The same pairs as the lookups find.
+// The vertices are then numbered in that order (`renumbered`: the new index of each), rather than in the order the
+// pixels met them: a vertex's neighbours on every axis lie in the next few runs of equal first coordinate, and the
+// blur's, splat's and slice's random reads stay closer together (~6 % of the messages' time, measured A/B).
 template <typename Packed, int D>
 void link_sorted_neighbours(const VertexTable<D> &table, const int (&lowest)[D], const int (&bits)[D],
-                            Array<int> &neighbours) {
+                            Array<int> &neighbours, Array<int> &renumbered) {
     struct Entry {
         Packed key;
         int32_t index;
@@ -124,6 +127,8 @@ void link_sorted_neighbours(const VertexTable<D> &table, const int (&lowest)[D],
         for (const Entry &entry : sorted) scratch[start[static_cast<size_t>((entry.key >> position[i]) & mask)]++] = entry;
         sorted.swap(scratch);
     }
+    renumbered.resize(vertices);
+    for (int k = 0; k < vertices; ++k) renumbered[sorted[k].index] = k;
     Packed all_ones = 0;
     for (int i = 0; i < D; ++i) all_ones += static_cast<Packed>(1) << position[i];
     for (int j = 0; j <= D; ++j) {
@@ -131,21 +136,21 @@ void link_sorted_neighbours(const VertexTable<D> &table, const int (&lowest)[D],
         const Packed shift = j < D ? all_ones - (static_cast<Packed>(D + 1) << position[j]) : all_ones;
         int *axis = &neighbours[static_cast<size_t>(j) * vertices * 2];  // (lower, upper) per vertex
         int candidate = 0;
-        for (const Entry &entry : sorted) {
-            const Packed upper = entry.key + shift;
+        for (int k = 0; k < vertices; ++k) {
+            const Packed upper = sorted[k].key + shift;
             while (candidate < vertices && sorted[candidate].key < upper) ++candidate;
             if (candidate == vertices) break;
             if (sorted[candidate].key != upper) continue;
-            const int found = sorted[candidate].index;
-            axis[2 * entry.index + 1] = found + 1;
-            axis[2 * found] = entry.index + 1;
+            axis[2 * k + 1] = candidate + 1;
+            axis[2 * candidate] = k + 1;
         }
     }
 }
 
-// `neighbours`: per axis and vertex, (lower, upper) vertex index + 1, 0 when absent.
+// `neighbours`: per axis and vertex, (lower, upper) vertex index + 1, 0 when absent, the vertices numbered anew:
+// `renumbered` holds the new index of each of the table's.
 template <int D>
-void link_blur_neighbours(const VertexTable<D> &table, Array<int> &neighbours) {
+void link_blur_neighbours(const VertexTable<D> &table, Array<int> &neighbours, Array<int> &renumbered) {
     const int vertices = table.size();
     neighbours.assign(static_cast<size_t>(D + 1) * vertices * 2, 0);
     if (vertices == 0) return;
@@ -163,9 +168,9 @@ void link_blur_neighbours(const VertexTable<D> &table, Array<int> &neighbours) {
         total_bits += bits[i];
     }
     if (total_bits <= 64)  // keys within a few hundred of each other per coordinate: always, on images
-        link_sorted_neighbours<uint64_t>(table, lowest, bits, neighbours);
+        link_sorted_neighbours<uint64_t>(table, lowest, bits, neighbours, renumbered);
     else
-        link_sorted_neighbours<unsigned __int128>(table, lowest, bits, neighbours);
+        link_sorted_neighbours<unsigned __int128>(table, lowest, bits, neighbours, renumbered);
 }
 
 template <int D>
@@ -260,7 +265,9 @@ bool Lattice<D>::build(int pixels, const Features &features) {
     }
 
     num_vertices = table.size();
-    link_blur_neighbours(table, neighbours);
+    Array<int> renumbered;
+    link_blur_neighbours(table, neighbours, renumbered);
+    for (int &vertex : offset) vertex = renumbered[vertex - 1] + 1;  // every pixel's vertices exist: never 0
     // Symmetric normalisation: 1 / sqrt(K 1).
     Array<float> ones(pixels, 1.f), filtered(pixels), a, b;
     filter(ones.data(), filtered.data(), 1, a, b);
