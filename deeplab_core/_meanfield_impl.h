@@ -284,11 +284,13 @@ constexpr int kPixelLookahead = 8;
 // VOC's 21, Cityscapes' 19, ~25 % faster than in chunks); more labels are processed in chunks of it.
 constexpr int kMaxFixedValues = 24;
 
-// Floats per vertex on the lattice for `V` values per pixel (0: as many as the values): from 3 to 8 values, a whole
-// vector of 4 or 8 floats, the padding 0, so that splat, blur and slice move a vertex's values in one or two
+// Floats per vertex on the lattice for `V` values per pixel (0: as many as the values): from 2 to 8 values, a whole
+// vector of 2, 4 or 8 floats, the padding 0, so that splat, blur and slice move a vertex's values in one or two
 // instructions instead of one per value (the same arithmetic per value: bit for bit the same results).
 template <int V>
-constexpr int vertex_row() { return V >= 3 && V <= 4 ? 4 : V >= 5 && V <= 8 ? 8 : V; }
+constexpr bool vector_rows() { return V >= 2 && V <= 8; }
+template <int V>
+constexpr int vertex_row() { return V == 2 ? 2 : V >= 3 && V <= 4 ? 4 : V >= 5 && V <= 8 ? 8 : V; }
 
 // A vector of N floats at a float's alignment (unaligned loads and stores: buffers are not all 32-byte aligned).
 template <int N>
@@ -304,7 +306,7 @@ void filter_values(const Lattice<D> &lattice, const float *in, float *out, int r
                    float *values, float *scratch) {
     const int nv = V > 0 ? V : runtime_values;
     constexpr int kRow = vertex_row<V>();
-    constexpr bool kVectors = V >= 3 && V <= 8;
+    constexpr bool kVectors = vector_rows<V>();
     using Row = typename VectorOf<kVectors ? kRow : 4>::type;
     const int row = V > 0 ? kRow : nv;  // floats per vertex
     std::fill(values, values + static_cast<size_t>(lattice.num_vertices + 1) * row, 0.f);
@@ -363,10 +365,13 @@ void filter_values(const Lattice<D> &lattice, const float *in, float *out, int r
                 __builtin_prefetch(current + static_cast<size_t>(o[kPixelLookahead * (D + 1) + r]) * row);
         const float *w = &lattice.barycentric[static_cast<size_t>(i) * (D + 1)];
         float *target = out + static_cast<size_t>(i) * nv;
-        if constexpr (kVectors) {  // more than 2 values: densecrf's vertex weight first
+        if constexpr (kVectors) {
             Row sum = {};
-            for (int r = 0; r <= D; ++r)
-                sum += (w[r] * alpha) * *reinterpret_cast<const Row *>(current + static_cast<size_t>(o[r]) * kRow);
+            for (int r = 0; r <= D; ++r) {
+                const Row &source = *reinterpret_cast<const Row *>(current + static_cast<size_t>(o[r]) * kRow);
+                if constexpr (V <= 2) sum += w[r] * source * alpha;  // densecrf's rounding order, as below
+                else sum += (w[r] * alpha) * source;
+            }
             for (int c = 0; c < V; ++c) {
                 if (Message) target[c] -= -weight * (sum[c] * lattice.norm[i]);
                 else target[c] = sum[c];
