@@ -658,13 +658,18 @@ std::shared_ptr<const Lattice<5>> bilateral_lattice(const uint8_t *image, const 
     }
     auto lattice = std::make_shared<Lattice<5>>();
     const int width = s.width;
+    // The features' values, each division done once: positions and intensities are few.
+    Array<float> position(std::max(s.height, s.width)), intensity(256);
+    for (size_t p = 0; p < position.size(); ++p) position[p] = static_cast<float>(p) / s.bilateral_xy_std;
+    for (int v = 0; v < 256; ++v) intensity[v] = static_cast<float>(v) / s.bilateral_rgb_std;
     const bool built = lattice->build(s.height * s.width, [&](int k, float *f) {
-        f[0] = (k % width) / s.bilateral_xy_std;
-        f[1] = (k / width) / s.bilateral_xy_std;
+        const int y = k / width;
+        f[0] = position[k - y * width];
+        f[1] = position[y];
         const uint8_t *rgb = image + static_cast<size_t>(k) * 3;
-        f[2] = rgb[0] / s.bilateral_rgb_std;
-        f[3] = rgb[1] / s.bilateral_rgb_std;
-        f[4] = rgb[2] / s.bilateral_rgb_std;
+        f[2] = intensity[rgb[0]];
+        f[3] = intensity[rgb[1]];
+        f[4] = intensity[rgb[2]];
     });
     if (!built) return nullptr;
     if (s.keep_bilateral) {
