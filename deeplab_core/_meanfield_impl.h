@@ -284,13 +284,12 @@ constexpr int kPixelLookahead = 8;
 // VOC's 21, Cityscapes' 19, ~25 % faster than in chunks); more labels are processed in chunks of it.
 constexpr int kMaxFixedValues = 24;
 
-// Floats per vertex on the lattice for `V` values per pixel (0: as many as the values): from 2 to 8 values, a whole
-// vector of 2, 4 or 8 floats, the padding 0, so that splat, blur and slice move a vertex's values in one or two
-// instructions instead of one per value (the same arithmetic per value: bit for bit the same results).
-template <int V>
-constexpr bool vector_rows() { return V >= 2 && V <= 8; }
-template <int V>
-constexpr int vertex_row() { return V == 2 ? 2 : V >= 3 && V <= 4 ? 4 : V >= 5 && V <= 8 ? 8 : V; }
+// Floats per vertex on the lattice for `values` values per pixel: from 2 to kMaxFixedValues values, whole vectors of
+// 2, 4 or 8 floats (the padding 0), so that splat, blur and slice move a vertex's values in one instruction per 8
+// instead of one per value (the same arithmetic per value: bit for bit the same results); else the values.
+constexpr int vertex_row(int values) {
+    return values == 2 ? 2 : values >= 3 && values <= 4 ? 4 : values >= 5 && values <= kMaxFixedValues ? (values + 7) / 8 * 8 : values;
+}
 
 // A vector of N floats at a float's alignment (unaligned loads and stores: buffers are not all 32-byte aligned).
 template <int N>
@@ -305,9 +304,11 @@ template <int D, int V, bool Message>
 void filter_values(const Lattice<D> &lattice, const float *in, float *out, int runtime_values, float weight,
                    float *values, float *scratch) {
     const int nv = V > 0 ? V : runtime_values;
-    constexpr int kRow = vertex_row<V>();
-    constexpr bool kVectors = vector_rows<V>();
-    using Row = typename VectorOf<kVectors ? kRow : 4>::type;
+    constexpr bool kVectors = V >= 2;
+    constexpr int kRow = vertex_row(V);
+    constexpr int kLanes = kVectors ? std::min(kRow, 8) : 1;
+    constexpr int kChunks = kRow / kLanes;  // vectors per vertex
+    using Row = typename VectorOf<kLanes>::type;
     const int row = V > 0 ? kRow : nv;  // floats per vertex
     std::fill(values, values + static_cast<size_t>(lattice.num_vertices + 1) * row, 0.f);
     std::fill(scratch, scratch + row, 0.f);  // the absent-neighbour slot
@@ -319,10 +320,18 @@ void filter_values(const Lattice<D> &lattice, const float *in, float *out, int r
                 __builtin_prefetch(values + static_cast<size_t>(o[kPixelLookahead * (D + 1) + r]) * row, 1);
         const float *w = &lattice.barycentric[static_cast<size_t>(i) * (D + 1)];
         const float *value = in + static_cast<size_t>(i) * nv;
-        if constexpr (kVectors) {
+        if constexpr (kVectors && kChunks == 1) {
             Row scaled = {};
             for (int c = 0; c < V; ++c) scaled[c] = Message ? value[c] * lattice.norm[i] : value[c];
             for (int r = 0; r <= D; ++r) *reinterpret_cast<Row *>(values + static_cast<size_t>(o[r]) * kRow) += w[r] * scaled;
+            continue;
+        } else if constexpr (kVectors) {
+            float scaled[kRow] = {};
+            for (int c = 0; c < V; ++c) scaled[c] = Message ? value[c] * lattice.norm[i] : value[c];
+            for (int r = 0; r <= D; ++r) {
+                Row *target = reinterpret_cast<Row *>(values + static_cast<size_t>(o[r]) * kRow);
+                for (int k = 0; k < kChunks; ++k) target[k] += w[r] * *reinterpret_cast<const Row *>(scaled + k * kLanes);
+            }
             continue;
         }
         for (int first = 0; first < nv; first += kMaxFixedValues) {
@@ -349,8 +358,9 @@ void filter_values(const Lattice<D> &lattice, const float *in, float *out, int r
             const float *__restrict upper = current + static_cast<size_t>(axis[2 * v + 1]) * row;
             float *__restrict target = next + static_cast<size_t>(v + 1) * row;
             if constexpr (kVectors) {
-                *reinterpret_cast<Row *>(target) = *reinterpret_cast<const Row *>(own) +
-                    0.5f * (*reinterpret_cast<const Row *>(lower) + *reinterpret_cast<const Row *>(upper));
+                for (int k = 0; k < kChunks; ++k)
+                    reinterpret_cast<Row *>(target)[k] = reinterpret_cast<const Row *>(own)[k] +
+                        0.5f * (reinterpret_cast<const Row *>(lower)[k] + reinterpret_cast<const Row *>(upper)[k]);
             } else {
                 for (int c = 0; c < row; ++c) target[c] = own[c] + 0.5f * (lower[c] + upper[c]);
             }
@@ -365,12 +375,24 @@ void filter_values(const Lattice<D> &lattice, const float *in, float *out, int r
                 __builtin_prefetch(current + static_cast<size_t>(o[kPixelLookahead * (D + 1) + r]) * row);
         const float *w = &lattice.barycentric[static_cast<size_t>(i) * (D + 1)];
         float *target = out + static_cast<size_t>(i) * nv;
-        if constexpr (kVectors) {
+        if constexpr (kVectors && kChunks == 1) {
             Row sum = {};
             for (int r = 0; r <= D; ++r) {
                 const Row &source = *reinterpret_cast<const Row *>(current + static_cast<size_t>(o[r]) * kRow);
                 if constexpr (V <= 2) sum += w[r] * source * alpha;  // densecrf's rounding order, as below
                 else sum += (w[r] * alpha) * source;
+            }
+            for (int c = 0; c < V; ++c) {
+                if (Message) target[c] -= -weight * (sum[c] * lattice.norm[i]);
+                else target[c] = sum[c];
+            }
+            continue;
+        } else if constexpr (kVectors) {  // more than 8 values
+            float sum[kRow] = {};
+            for (int r = 0; r <= D; ++r) {
+                const Row *source = reinterpret_cast<const Row *>(current + static_cast<size_t>(o[r]) * kRow);
+                for (int k = 0; k < kChunks; ++k)
+                    *reinterpret_cast<Row *>(sum + k * kLanes) += (w[r] * alpha) * source[k];
             }
             for (int c = 0; c < V; ++c) {
                 if (Message) target[c] -= -weight * (sum[c] * lattice.norm[i]);
@@ -414,7 +436,7 @@ void filter_fixed_or_runtime(const Lattice<D> &lattice, const float *in, float *
 template <int D, bool Message>
 void dispatch_filter(const Lattice<D> &lattice, const float *in, float *out, int values, float weight,
                      Array<float> &buffer_a, Array<float> &buffer_b) {
-    const size_t slots = static_cast<size_t>(lattice.num_vertices + 1) * std::max(values, (values + 3) / 4 * 4 * (values >= 3 && values <= 8));
+    const size_t slots = static_cast<size_t>(lattice.num_vertices + 1) * vertex_row(values);
     if (buffer_a.size() < slots) buffer_a.resize(slots);
     if (buffer_b.size() < slots) buffer_b.resize(slots);
     filter_fixed_or_runtime<D, Message>(lattice, in, out, values, weight, buffer_a.data(), buffer_b.data());
