@@ -4,9 +4,10 @@
 // densecrf (the code behind pydensecrf) step for step; what differs is the engineering for few labels:
 //   - lattice construction and filtering are dominated by random accesses to megabytes of hash slots and vertex
 //     values: keys are hashed in batches and their slots, like the splat/slice/blur vertices, prefetched ahead of
-//     use; the blur's neighbours come from one sort of the vertex keys, not a lookup each; large arrays ask for
-//     huge pages;
-//   - filters are specialised for the number of labels and fused with the normalisation and the Potts weights;
+//     use; the blur's neighbours come from one sort of the vertex keys, not a lookup each, and the vertices are
+//     numbered in that order, which keeps neighbours close in memory; large arrays ask for huge pages;
+//   - filters are specialised for the number of labels (a vertex's values one vector of 2, 4 or 8 floats, or
+//     several) and fused with the normalisation and the Potts weights;
 //   - the spatial kernel depends only on the image size, so the last few built are kept and reused, and the
 //     bilateral one, on request, for the next call on the same image (a tuning's settings of one image);
 //   - optionally (the pruned CRF) a narrow spatial kernel is computed exactly, as a separable filter (no lattice);
