@@ -124,7 +124,8 @@ void link_sorted_neighbours(const VertexTable<D> &table, const int (&lowest)[D],
         start.assign((static_cast<size_t>(1) << bits[i]) + 1, 0);
         for (const Entry &entry : sorted) ++start[static_cast<size_t>((entry.key >> position[i]) & mask) + 1];
         for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
-        for (const Entry &entry : sorted) scratch[start[static_cast<size_t>((entry.key >> position[i]) & mask)]++] = entry;
+        for (const Entry &entry : sorted)
+            scratch[start[static_cast<size_t>((entry.key >> position[i]) & mask)]++] = entry;
         sorted.swap(scratch);
     }
     renumbered.resize(vertices);
@@ -167,7 +168,7 @@ void link_blur_neighbours(const VertexTable<D> &table, Array<int> &neighbours, A
         while ((1 << bits[i]) <= highest[i] - lowest[i] + D + 1) ++bits[i];
         total_bits += bits[i];
     }
-    if (total_bits <= 64)  // keys within a few hundred of each other per coordinate: always, on images
+    if (total_bits <= 64)  // up to ~7000 key values per coordinate: theta_beta >= 1 with the paper's theta_alpha
         link_sorted_neighbours<uint64_t>(table, lowest, bits, neighbours, renumbered);
     else
         link_sorted_neighbours<unsigned __int128>(table, lowest, bits, neighbours, renumbered);
@@ -288,7 +289,10 @@ constexpr int kMaxFixedValues = 24;
 // 2, 4 or 8 floats (the padding 0), so that splat, blur and slice move a vertex's values in one instruction per 8
 // instead of one per value (the same arithmetic per value: bit for bit the same results); else the values.
 constexpr int vertex_row(int values) {
-    return values == 2 ? 2 : values >= 3 && values <= 4 ? 4 : values >= 5 && values <= kMaxFixedValues ? (values + 7) / 8 * 8 : values;
+    if (values == 2) return 2;
+    if (values >= 3 && values <= 4) return 4;
+    if (values >= 5 && values <= kMaxFixedValues) return (values + 7) / 8 * 8;
+    return values;
 }
 
 // A vector of N floats at a float's alignment (unaligned loads and stores: buffers are not all 32-byte aligned).
@@ -323,14 +327,16 @@ void filter_values(const Lattice<D> &lattice, const float *in, float *out, int r
         if constexpr (kVectors && kChunks == 1) {
             Row scaled = {};
             for (int c = 0; c < V; ++c) scaled[c] = Message ? value[c] * lattice.norm[i] : value[c];
-            for (int r = 0; r <= D; ++r) *reinterpret_cast<Row *>(values + static_cast<size_t>(o[r]) * kRow) += w[r] * scaled;
+            for (int r = 0; r <= D; ++r)
+                *reinterpret_cast<Row *>(values + static_cast<size_t>(o[r]) * kRow) += w[r] * scaled;
             continue;
         } else if constexpr (kVectors) {
             float scaled[kRow] = {};
             for (int c = 0; c < V; ++c) scaled[c] = Message ? value[c] * lattice.norm[i] : value[c];
             for (int r = 0; r <= D; ++r) {
                 Row *target = reinterpret_cast<Row *>(values + static_cast<size_t>(o[r]) * kRow);
-                for (int k = 0; k < kChunks; ++k) target[k] += w[r] * *reinterpret_cast<const Row *>(scaled + k * kLanes);
+                for (int k = 0; k < kChunks; ++k)
+                    target[k] += w[r] * *reinterpret_cast<const Row *>(scaled + k * kLanes);
             }
             continue;
         }
