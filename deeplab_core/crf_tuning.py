@@ -119,8 +119,8 @@ def score_crf_settings(image: np.ndarray, low_res_logits: np.ndarray, label: np.
     """One confusion matrix per setting: the CRF's labels on ``image`` (uint8 H x W x 3, the working size) from the
     model's ``low_res_logits`` (C x h x w on the stride grid), scored against ``label`` (the input's own size,
     ``IGNORE_INDEX`` ignored), exactly as ``pipelines.evaluate --crf`` scores one image (``refine_low_res``, then
-    the labels at the ground truth's size). Settings that share the
-    bilateral kernel's widths share its lattice (built once: ~30 % of a CRF's time)."""
+    the labels at the ground truth's size). Settings that share the bilateral kernel's widths share its lattice
+    (built once: ~30 % of a CRF's time)."""
     matrices: list[ConfusionMatrix | None] = [None] * len(settings)
     # Settings sharing the bilateral kernel's widths in a row: each lattice is built once (keep_kernels).
     for index in sorted(range(len(settings)), key=lambda i: (settings[i].bilateral_xy_std,
