@@ -524,7 +524,7 @@ class SeparableGaussian {
         const Array<float> ones(static_cast<size_t>(height) * width, 1.f);
         Array<float> scratch, row;
         norm_.resize(ones.size());
-        filter(ones.data(), nullptr, 1, scratch, row, [&](int y, const float *filtered) {
+        filter<1>(ones.data(), nullptr, 1, scratch, row, [&](int y, const float *filtered) {
             for (int x = 0; x < width_; ++x)
                 norm_[static_cast<size_t>(y) * width_ + x] = static_cast<float>(1.0 / std::sqrt(filtered[x] + 1e-20));
         });
@@ -534,7 +534,30 @@ class SeparableGaussian {
     // message in one pass over the energies, which start each iteration from the unary.
     void unary_plus_message(const float *q, const float *unary, float *energy, int values, float weight,
                             Array<float> &scratch, Array<float> &row) const {
-        filter(q, norm_.data(), values, scratch, row, [&](int y, const float *filtered) {
+        switch (values) {  // the per-pixel loops vectorise only when they know the value count: ~40 % faster
+            case 1: return unary_plus_message_of<1>(q, unary, energy, values, weight, scratch, row);
+            case 2: return unary_plus_message_of<2>(q, unary, energy, values, weight, scratch, row);
+            case 3: return unary_plus_message_of<3>(q, unary, energy, values, weight, scratch, row);
+            case 4: return unary_plus_message_of<4>(q, unary, energy, values, weight, scratch, row);
+            case 5: return unary_plus_message_of<5>(q, unary, energy, values, weight, scratch, row);
+            case 6: return unary_plus_message_of<6>(q, unary, energy, values, weight, scratch, row);
+            case 7: return unary_plus_message_of<7>(q, unary, energy, values, weight, scratch, row);
+            case 8: return unary_plus_message_of<8>(q, unary, energy, values, weight, scratch, row);
+            default: return unary_plus_message_of<0>(q, unary, energy, values, weight, scratch, row);
+        }
+    }
+
+  private:
+    int height_, width_;
+    Array<float> taps_;  // taps_[d]: the weight at distance d
+    Array<float> norm_;
+
+    // unary_plus_message for `V` values per pixel (0: `runtime_values`).
+    template <int V>
+    void unary_plus_message_of(const float *q, const float *unary, float *energy, int runtime_values, float weight,
+                               Array<float> &scratch, Array<float> &row) const {
+        const int values = V > 0 ? V : runtime_values;
+        filter<V>(q, norm_.data(), values, scratch, row, [&](int y, const float *filtered) {
             const size_t first = static_cast<size_t>(y) * width_ * values;
             float *target = energy + first;
             const float *own_unary = unary + first;
@@ -545,17 +568,13 @@ class SeparableGaussian {
         });
     }
 
-  private:
-    int height_, width_;
-    Array<float> taps_;  // taps_[d]: the weight at distance d
-    Array<float> norm_;
-
-    // K (in * scale), `values` floats per pixel (pixel-major; `scale`: a factor per pixel, or null for none): along
-    // the rows into `scratch`, then along the columns, each output row handed to `emit(y, row)` while in cache.
-    // The taps are symmetric: both neighbours at distance d are added before their weight is applied.
-    template <typename Emit>
-    void filter(const float *in, const float *scale, int values, Array<float> &scratch, Array<float> &row,
+    // K (in * scale), `V` floats per pixel (0: `runtime_values`; pixel-major; `scale`: a factor per pixel, or null for
+    // none): along the rows into `scratch`, then along the columns, each output row handed to `emit(y, row)` while in
+    // cache. The taps are symmetric: both neighbours at distance d are added before their weight is applied.
+    template <int V, typename Emit>
+    void filter(const float *in, const float *scale, int runtime_values, Array<float> &scratch, Array<float> &row,
                 Emit emit) const {
+        const int values = V > 0 ? V : runtime_values;
         const int radius = static_cast<int>(taps_.size()) - 1;
         const size_t stride = static_cast<size_t>(width_) * values;  // floats per image row
         scratch.resize(stride * height_);
