@@ -3,9 +3,9 @@
 // normalisation, filtering on the permutohedral lattice (Adams et al. 2010). The arithmetic follows Krähenbühl's
 // densecrf (the code behind pydensecrf) step for step; what differs is the engineering for few labels:
 //   - lattice construction and filtering are dominated by random accesses to megabytes of hash slots and vertex
-//     values: keys are hashed in batches and their slots, like the splat/slice/blur vertices, prefetched ahead of
-//     use; the blur's neighbours come from one sort of the vertex keys, not a lookup each, and the vertices are
-//     numbered in that order, which keeps neighbours close in memory; large arrays ask for huge pages;
+//     values: keys are hashed in batches and their slots prefetched ahead of use; the blur's neighbours come from
+//     one sort of the vertex keys, not a lookup each, and the vertices are numbered in that order, which keeps
+//     the vertices read one after another close in memory; large arrays ask for huge pages, kept for reuse;
 //   - filters are specialised for the number of labels (a vertex's values one vector of 2, 4 or 8 floats, or
 //     several) and fused with the normalisation and the Potts weights;
 //   - the spatial kernel depends only on the image size, so the last few built are kept and reused, and the

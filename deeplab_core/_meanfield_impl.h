@@ -277,9 +277,6 @@ bool Lattice<D>::build(int pixels, const Features &features) {
     return true;
 }
 
-// Splat, blur and slice touch vertex values scattered over megabytes: fetch them this many steps ahead.
-constexpr int kBlurLookahead = 16;
-constexpr int kPixelLookahead = 8;
 // Label counts up to this get filters and softmaxes specialised at compile time (a trained model's outputs keep 2-7
 // labels, a scene with many classes or an untrained model more, and the pruned CRF's screening runs over every class:
 // VOC's 21, Cityscapes' 19, ~25 % faster than in chunks); more labels are processed in chunks of it.
@@ -302,6 +299,8 @@ struct VectorOf {
 };
 
 // Splat, blur along each lattice axis, slice: out = K in (pixel-major, `V` values per pixel; 0: `runtime_values`).
+// No software prefetches: with the vertices numbered in key order, the vertices a pixel or a vertex reads next are
+// mostly close to the last ones, and prefetching them cost more than it saved (~6 ms per 512x512 image, A/B).
 // As a `Message`, the input is normalised first and the output normalised and added to `out` with `weight`, in
 // densecrf's order of operations.
 template <int D, int V, bool Message>
@@ -319,9 +318,6 @@ void filter_values(const Lattice<D> &lattice, const float *in, float *out, int r
     const int pixels = lattice.num_pixels;
     for (int i = 0; i < pixels; ++i) {
         const int *o = &lattice.offset[static_cast<size_t>(i) * (D + 1)];
-        if (i + kPixelLookahead < pixels)
-            for (int r = 0; r <= D; ++r)
-                __builtin_prefetch(values + static_cast<size_t>(o[kPixelLookahead * (D + 1) + r]) * row, 1);
         const float *w = &lattice.barycentric[static_cast<size_t>(i) * (D + 1)];
         const float *value = in + static_cast<size_t>(i) * nv;
         // One vector per vertex is its own case: written as an array of one, it stayed in memory (~10 % slower).
@@ -356,10 +352,6 @@ void filter_values(const Lattice<D> &lattice, const float *in, float *out, int r
         const int *axis = &lattice.neighbours[static_cast<size_t>(j) * lattice.num_vertices * 2];
         const int vertices = lattice.num_vertices;
         for (int v = 0; v < vertices; ++v) {
-            if (v + kBlurLookahead < vertices) {
-                __builtin_prefetch(current + static_cast<size_t>(axis[2 * (v + kBlurLookahead)]) * row);
-                __builtin_prefetch(current + static_cast<size_t>(axis[2 * (v + kBlurLookahead) + 1]) * row);
-            }
             const float *__restrict own = current + static_cast<size_t>(v + 1) * row;
             const float *__restrict lower = current + static_cast<size_t>(axis[2 * v]) * row;
             const float *__restrict upper = current + static_cast<size_t>(axis[2 * v + 1]) * row;
@@ -377,9 +369,6 @@ void filter_values(const Lattice<D> &lattice, const float *in, float *out, int r
     const float alpha = 1.0f / (1 + std::pow(2.0f, -D));
     for (int i = 0; i < pixels; ++i) {
         const int *o = &lattice.offset[static_cast<size_t>(i) * (D + 1)];
-        if (i + kPixelLookahead < pixels)
-            for (int r = 0; r <= D; ++r)
-                __builtin_prefetch(current + static_cast<size_t>(o[kPixelLookahead * (D + 1) + r]) * row);
         const float *w = &lattice.barycentric[static_cast<size_t>(i) * (D + 1)];
         float *target = out + static_cast<size_t>(i) * nv;
         if constexpr (kVectors && kChunks == 1) {
