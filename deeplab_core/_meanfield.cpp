@@ -44,25 +44,28 @@ struct Settings {
 
 // Blocks of huge pages freed by one call, kept for the next: each CRF allocates the same tens of megabytes (a
 // 512x512 image's lattice ~60 MB), and a fresh block costs a page fault and the kernel's clearing of every page
-// before the CRF writes it anyway (~2 ms per 512x512 image, measured A/B). A block is reused for an allocation of
-// exactly its size; at most kMaxKeptBytes are kept, the oldest given back first.
+// before the CRF writes it anyway (~2 ms per 512x512 image, measured A/B). An allocation takes the smallest kept
+// block that holds it, if that is at most a quarter larger (sizes vary with each image's vertex count); at most
+// kMaxKeptBytes are kept, the oldest given back first.
 class KeptBlocks {
   public:
     static KeptBlocks &instance() {
         static KeptBlocks *blocks = new KeptBlocks;  // never destroyed: freed blocks may arrive during exit
         return *blocks;
     }
-    // A kept block of `bytes`, or null.
+    // A kept block of at least `bytes`, or null. It is given back as the size then asked for, the rest unused.
     void *take(size_t bytes) {
         std::lock_guard<std::mutex> lock(guard_);
-        for (size_t i = blocks_.size(); i-- > 0;) {
-            if (blocks_[i].first != bytes) continue;
-            void *memory = blocks_[i].second;
-            blocks_.erase(blocks_.begin() + static_cast<std::ptrdiff_t>(i));
-            kept_bytes_ -= bytes;
-            return memory;
-        }
-        return nullptr;
+        size_t best = blocks_.size();
+        for (size_t i = 0; i < blocks_.size(); ++i)
+            if (blocks_[i].first >= bytes && blocks_[i].first <= bytes + bytes / 4 &&
+                (best == blocks_.size() || blocks_[i].first < blocks_[best].first))
+                best = i;
+        if (best == blocks_.size()) return nullptr;
+        void *memory = blocks_[best].second;
+        kept_bytes_ -= blocks_[best].first;
+        blocks_.erase(blocks_.begin() + static_cast<std::ptrdiff_t>(best));
+        return memory;
     }
     void keep(void *memory, size_t bytes) {
         std::vector<void *> released;
@@ -80,7 +83,7 @@ class KeptBlocks {
     }
 
   private:
-    static constexpr size_t kMaxKeptBytes = size_t(256) << 20;
+    static constexpr size_t kMaxKeptBytes = size_t(128) << 20;
     std::mutex guard_;
     std::vector<std::pair<size_t, void *>> blocks_;  // (bytes, block), oldest first
     size_t kept_bytes_ = 0;
