@@ -222,25 +222,24 @@ bool Lattice<D>::build(int pixels, const Features &features) {
             }
             for (int i = 0; i <= D; ++i)
                 if (std::fabs(rem0[i]) > 32767 - 2 * (D + 1)) return false;
-            for (int i = 0; i <= D; ++i) rank[i] = 0;
+            float delta[D + 1];
+            for (int i = 0; i <= D; ++i) {
+                delta[i] = elevated[i] - rem0[i];
+                rank[i] = 0;
+            }
             for (int i = 0; i < D; ++i) {
-                const float di = elevated[i] - rem0[i];
                 for (int j = i + 1; j <= D; ++j) {
-                    const bool below = di < elevated[j] - rem0[j];  // arithmetic, not a branch: unpredictable
+                    const bool below = delta[i] < delta[j];  // arithmetic, not a branch: unpredictable
                     rank[i] += below;
                     rank[j] += !below;
                 }
             }
             const int shift = static_cast<int>(sum);
-            for (int i = 0; i <= D; ++i) {
-                rank[i] += shift;
-                if (rank[i] < 0) {
-                    rank[i] += D + 1;
-                    rem0[i] += up;
-                } else if (rank[i] >= D + 1) {
-                    rank[i] -= D + 1;
-                    rem0[i] -= up;
-                }
+            for (int i = 0; i <= D; ++i) {  // wrap the ranks into 0..D, again without branches
+                const int shifted = rank[i] + shift;
+                const int wrap = (shifted < 0) - (shifted >= D + 1);
+                rank[i] = shifted + wrap * (D + 1);
+                rem0[i] += static_cast<float>(wrap) * up;
             }
             for (int i = 0; i <= D + 1; ++i) bary[i] = 0.f;
             for (int i = 0; i <= D; ++i) {
