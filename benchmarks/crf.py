@@ -7,9 +7,10 @@ For each family of model outputs (``deeplab_core.synthetic.MODEL_OUTPUT_FAMILIES
 i.i.d. logit noise, uncertain, many classes, weak shared boundaries; the outputs of a DeepLab trained here for
 ``--trained-iterations`` steps on 21 synthetic classes; a checkpoint's with ``--checkpoint``) prints: classes
 present, labels the pruning keeps, seconds/image of the exact CRF (pydensecrf over every label) and of ours
-(pruned; the two take turns, an image's seconds its fastest of ``--repeats`` runs), the speed-up, pixel agreement against the exact CRF, the share of pixels the exact CRF moves from the
-model's argmax and the pixels on which the pruned CRF differs from it per pixel moved (the CRF moves few: agreement
-alone flatters any CRF that does little), the mIoU delta; where the pruned CRF's time goes. Then
+(pruned; the two take turns, an image's seconds its fastest of ``--repeats`` runs), the speed-up, pixel agreement
+against the exact CRF, the share of pixels the exact CRF moves from the model's argmax and the pixels on which the
+pruned CRF differs from it per pixel moved (the CRF moves few: agreement alone flatters any CRF that does little), the
+mIoU delta; where the pruned CRF's time goes. Then
 the pipelines' CRF stage on a local Ray with 1, 2, 4 ... CPUs up to this machine's, on one Ray node or (``--nodes
 1,2``) also split over several Ray nodes of this machine: start-up (submission to first image) and steady-state
 images/s, and the scaling efficiency against N x the 1-CPU rate.

@@ -53,7 +53,7 @@ class KeptBlocks {
         static KeptBlocks *blocks = new KeptBlocks;  // never destroyed: freed blocks may arrive during exit
         return *blocks;
     }
-    // A kept block of at least `bytes`, or null. It is given back as the size then asked for, the rest unused.
+    // A kept block of at least `bytes`, or null. Freed again, it is kept as that size (the rest of it unused).
     void *take(size_t bytes) {
         std::lock_guard<std::mutex> lock(guard_);
         size_t best = blocks_.size();

@@ -6,7 +6,8 @@ import torch
 from torch.nn import functional as F
 
 from deeplab_core.crf import (
-    PAPER_PARAMS, CRFParams, _native_mean_field, dense_crf, dense_crf_marginals, refine_low_res, select_labels,
+    PAPER_PARAMS, CRFParams, _label_of_largest, _native_mean_field, dense_crf, dense_crf_marginals, refine_low_res,
+    select_labels,
 )
 from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.synthetic import MODEL_OUTPUT_FAMILIES, make_sample, simulated_case, simulated_logits
@@ -192,6 +193,16 @@ def test_select_labels_keeps_at_least_two_and_can_keep_all():
         CRFParams(prune_ratio=0)
     with pytest.raises(ValueError, match="prune_cell"):
         CRFParams(prune_cell=0)
+
+
+@pytest.mark.parametrize("labels", [2, 3])  # two: one comparison; more: numpy's argmax
+def test_the_label_of_the_largest_marginal_is_argmax_with_ties_to_the_first(labels):
+    marginals = np.random.default_rng(labels).random((64, 48, labels), dtype=np.float32)
+    marginals[:8, :, -1] = marginals[:8, :, 0]  # ties: the first label wins, as with argmax
+    largest = _label_of_largest(marginals)
+    assert largest.dtype == np.intp and largest.shape == (64, 48)
+    np.testing.assert_array_equal(largest, marginals.argmax(-1))
+    assert (largest[:8] != labels - 1).all() and (largest[8:] == labels - 1).any()
 
 
 def test_pixels_whose_pruned_leader_took_all_the_mass_get_finite_marginals():
