@@ -52,14 +52,13 @@ class VertexTable {
     // Lookups are cache misses in a table of megabytes: callers hash a batch of keys and prefetch their slots first.
     void prefetch(size_t hash) const { __builtin_prefetch(&slots_[hash & mask_]); }
 
-    // Vertex index of `key` (whose hash is `hash`), inserting it when `create`; -1 when absent.
-    int find(const int16_t *key, size_t hash, bool create) {
-        if (create && 2 * (keys_.size() / D + 1) > slots_.size()) grow();
+    // Vertex index of `key` (whose hash is `hash`), inserted when absent.
+    int find_or_insert(const int16_t *key, size_t hash) {
+        if (2 * (keys_.size() / D + 1) > slots_.size()) grow();
         size_t h = hash & mask_;
         while (true) {
             Slot &slot = slots_[h];
             if (slot.index < 0) {
-                if (!create) return -1;
                 std::memcpy(slot.key, key, sizeof(slot.key));
                 slot.index = size();
                 keys_.insert(keys_.end(), key, key + D);
@@ -260,7 +259,7 @@ bool Lattice<D>::build(int pixels, const Features &features) {
         for (int k = first; k < last; ++k)
             for (int r = 0; r <= D; ++r) {
                 const Pending &vertex = pending[static_cast<size_t>(k - first) * (D + 1) + r];
-                offset[static_cast<size_t>(k) * (D + 1) + r] = table.find(vertex.key, vertex.hash, true) + 1;
+                offset[static_cast<size_t>(k) * (D + 1) + r] = table.find_or_insert(vertex.key, vertex.hash) + 1;
             }
     }
 
