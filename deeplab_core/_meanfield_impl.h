@@ -502,6 +502,7 @@ std::shared_ptr<const Lattice<2>> spatial_lattice(int height, int width, float x
 // out.
 constexpr float kTruncation = 4.0f;
 constexpr float kMaxSeparableStd = 2.0f;
+constexpr int kMaxSeparableValues = 8;
 
 class SeparableGaussian {
   public:
@@ -519,18 +520,17 @@ class SeparableGaussian {
 
     // energy = -unary + weight * N K N q (N: the symmetric normalisation, as on the lattice): the unary and this
     // message in one pass over the energies, which start each iteration from the unary.
+    // Specialised for `values` up to kMaxSeparableValues: the per-pixel loops vectorise only when they know the value
+    // count (~40 % faster); more values at a runtime width.
+    template <int V = 1>
     void unary_plus_message(const float *q, const float *unary, float *energy, int values, float weight,
                             Array<float> &scratch, Array<float> &row) const {
-        switch (values) {  // the per-pixel loops vectorise only when they know the value count: ~40 % faster
-            case 1: return unary_plus_message_of<1>(q, unary, energy, values, weight, scratch, row);
-            case 2: return unary_plus_message_of<2>(q, unary, energy, values, weight, scratch, row);
-            case 3: return unary_plus_message_of<3>(q, unary, energy, values, weight, scratch, row);
-            case 4: return unary_plus_message_of<4>(q, unary, energy, values, weight, scratch, row);
-            case 5: return unary_plus_message_of<5>(q, unary, energy, values, weight, scratch, row);
-            case 6: return unary_plus_message_of<6>(q, unary, energy, values, weight, scratch, row);
-            case 7: return unary_plus_message_of<7>(q, unary, energy, values, weight, scratch, row);
-            case 8: return unary_plus_message_of<8>(q, unary, energy, values, weight, scratch, row);
-            default: return unary_plus_message_of<0>(q, unary, energy, values, weight, scratch, row);
+        if constexpr (V > kMaxSeparableValues) {
+            unary_plus_message_of<0>(q, unary, energy, values, weight, scratch, row);
+        } else if (values == V) {
+            unary_plus_message_of<V>(q, unary, energy, values, weight, scratch, row);
+        } else {
+            unary_plus_message<V + 1>(q, unary, energy, values, weight, scratch, row);
         }
     }
 
