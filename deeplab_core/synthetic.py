@@ -1,9 +1,12 @@
-"""A seeded synthetic VOC-layout dataset: coloured shapes on textured backgrounds.
+"""A seeded synthetic dataset, in any layout: coloured shapes on textured backgrounds.
 
 Each foreground class has its own hue and texture, so a DeepLab model learns the task in minutes on a CPU;
-shape edges are sharp colour edges, so a dense CRF measurably sharpens the model's blurry boundaries.
+shape edges are sharp colour edges, so a dense CRF measurably sharpens the model's blurry boundaries. The same seed
+writes the same scenes in every layout (``--layout``): VOC's, Cityscapes' (its label ids, its class names), ADE20K's,
+image/mask pairs, COCO polygons, labelme JSON.
 
     python -m deeplab_core.synthetic --output URI [--num-images N] [--size N] [--num-classes N] [--seed N]
+                                     [--layout voc|cityscapes|ade20k|pairs|coco|labelme]
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw
 
-from deeplab_core.data.voc import CLASS_NAMES_FILE, IMAGE_DIR, IMAGE_SUFFIX, MASK_DIR, MASK_SUFFIX, SPLIT_DIR
-from deeplab_core.io import encode_jpeg, encode_palette_png, join_uri, write_bytes
+from deeplab_core.data.ade20k import ADE20K_CLASSES
+from deeplab_core.data.cityscapes import CITYSCAPES_CLASSES
+from deeplab_core.data.classes import ClassList
+from deeplab_core.data.datasets import LAYOUT_NAMES, layout_named
+from deeplab_core.data.layout import SyntheticScene
 
 SHAPES = ("ellipse", "rectangle", "triangle")
 GRAIN = 8.0  # per-pixel colour noise (standard deviation, 0-255 scale)
@@ -38,7 +44,13 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return np.asarray(image)
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, value: int) -> None:
+# Vertices of the polygon standing for an ellipse in layouts that store polygons (COCO, labelme).
+ELLIPSE_VERTICES = 96
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int,
+                value: int) -> tuple[str, tuple[tuple[float, float], ...]]:
+    """Draw one random shape; returns it as (``polygon`` vertices | ``rectangle`` corners) in PIL's coordinates."""
     kind = SHAPES[int(rng.integers(len(SHAPES)))]
     extent = rng.uniform(0.2, 0.5) * size
     cx, cy = rng.uniform(0.15, 0.85, 2) * size
@@ -46,10 +58,15 @@ def _draw_shape(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, 
         angles = rng.uniform(0, 2 * np.pi) + np.array([0, 2.1, 4.2]) + rng.uniform(-0.3, 0.3, 3)
         points = [(cx + extent * np.cos(a), cy + extent * np.sin(a)) for a in angles]
         draw.polygon(points, fill=value)
-        return
+        return "polygon", tuple((float(x), float(y)) for x, y in points)
     half_w, half_h = extent * rng.uniform(0.5, 1.0), extent * rng.uniform(0.5, 1.0)
     box = [cx - half_w, cy - half_h, cx + half_w, cy + half_h]
-    (draw.ellipse if kind == "ellipse" else draw.rectangle)(box, fill=value)
+    if kind == "rectangle":
+        draw.rectangle(box, fill=value)
+        return "rectangle", ((float(box[0]), float(box[1])), (float(box[2]), float(box[3])))
+    draw.ellipse(box, fill=value)
+    angles = np.linspace(0, 2 * np.pi, ELLIPSE_VERTICES, endpoint=False)
+    return "polygon", tuple((float(cx + half_w * np.cos(a)), float(cy + half_h * np.sin(a))) for a in angles)
 
 
 def make_sample(rng: np.random.Generator, size: int = 128, num_classes: int = 4,
@@ -57,12 +74,21 @@ def make_sample(rng: np.random.Generator, size: int = 128, num_classes: int = 4,
     """One (uint8 H x W x 3 image, uint8 H x W mask) pair with 1..max_shapes shapes; ``grain``: the per-pixel
     colour noise's standard deviation (a noisy camera: more than the paper's CRF colour width, theta_beta = 3,
     expects)."""
+    scene = make_scene(rng, "sample", size, num_classes, max_shapes, grain)
+    return scene.image, scene.mask
+
+
+def make_scene(rng: np.random.Generator, key: str, size: int = 128, num_classes: int = 4, max_shapes: int = 3,
+               grain: float = GRAIN) -> SyntheticScene:
+    """``make_sample``'s image and mask with the shapes drawn, for layouts that store polygons."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     mask_image = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(mask_image)
+    shapes = []
     for _ in range(int(rng.integers(1, max_shapes + 1))):
-        _draw_shape(draw, rng, size, int(rng.integers(1, num_classes)))
+        value = int(rng.integers(1, num_classes))
+        shapes.append((value, *_draw_shape(draw, rng, size, value)))
     mask = np.asarray(mask_image, dtype=np.uint8).copy()
 
     colours = class_colours(num_classes)
@@ -72,33 +98,41 @@ def make_sample(rng: np.random.Generator, size: int = 128, num_classes: int = 4,
     blotches = _smooth_noise(rng, size, cells=6)[..., None] * np.where(mask == 0, 35.0, 15.0)[..., None]
     noise = rng.normal(0.0, grain, image.shape).astype(np.float32)
     image = np.clip(image + blotches + noise, 0, 255).astype(np.uint8)
-    return image, mask
+    return SyntheticScene(key, image, mask, tuple(shapes))
+
+
+def layout_classes(layout: str, num_classes: int) -> ClassList:
+    """The classes a synthetic dataset in ``layout`` names: Cityscapes' and ADE20K's own (the scenes use the first
+    ``num_classes``), else background and class_1 ... class_{C-1}."""
+    fixed = {"cityscapes": CITYSCAPES_CLASSES, "ade20k": ADE20K_CLASSES}.get(layout)
+    if fixed is not None:
+        if num_classes > len(fixed):
+            raise ValueError(f"the {layout} layout has {len(fixed)} classes; num_classes {num_classes} is too many")
+        return fixed
+    return ClassList(("background", *(f"class_{k}" for k in range(1, num_classes))))
 
 
 def generate(output: str, num_images: int = 40, size: int = 128, num_classes: int = 4, seed: int = 0,
-             val_fraction: float = 0.25, test_fraction: float = 0.0, grain: float = GRAIN) -> dict[str, list[str]]:
-    """Write a VOC-layout dataset under ``output`` (any URI); returns the ids of each split: train, val and, with
+             val_fraction: float = 0.25, test_fraction: float = 0.0, grain: float = GRAIN,
+             layout: str = "voc") -> dict[str, list[str]]:
+    """Write a dataset in ``layout`` under ``output`` (any URI); returns the ids of each split: train, val and, with
     ``test_fraction`` > 0, test (images no training decision has seen, for a truly held-out score). ``grain``: the
-    per-pixel colour noise (``make_sample``)."""
+    per-pixel colour noise (``make_sample``). The same seed draws the same scenes in every layout."""
     num_test = round(num_images * test_fraction) if test_fraction > 0 else 0
     num_val = max(1, round(num_images * val_fraction))
     if num_images - num_val - num_test < 1 or (test_fraction > 0 and num_test < 1):
         raise ValueError(f"num_images {num_images} is too few for a train split and val_fraction {val_fraction}"
                          + (f", test_fraction {test_fraction}" if test_fraction > 0 else "") + ": add images")
+    writer = layout_named(layout)
+    classes = layout_classes(layout, num_classes)
     rng = np.random.default_rng(seed)
     ids = [f"synthetic_{index:05d}" for index in range(num_images)]
     num_train = num_images - num_val - num_test
     splits = {"train": ids[:num_train], "val": ids[num_train:num_train + num_val]}
     if num_test:
         splits["test"] = ids[num_train + num_val:]
-    for sample_id in ids:
-        image, mask = make_sample(rng, size, num_classes, grain=grain)
-        write_bytes(join_uri(output, IMAGE_DIR, sample_id + IMAGE_SUFFIX), encode_jpeg(image, quality=95))
-        write_bytes(join_uri(output, MASK_DIR, sample_id + MASK_SUFFIX), encode_palette_png(mask))
-    for split, split_ids in splits.items():
-        write_bytes(join_uri(output, SPLIT_DIR, f"{split}.txt"), ("\n".join(split_ids) + "\n").encode())
-    names = ["background"] + [f"class_{k}" for k in range(1, num_classes)]
-    write_bytes(join_uri(output, CLASS_NAMES_FILE), ("\n".join(names) + "\n").encode())
+    scenes = {sample_id: make_scene(rng, sample_id, size, num_classes, grain=grain) for sample_id in ids}
+    writer.write(output, {split: [scenes[i] for i in split_ids] for split, split_ids in splits.items()}, classes)
     return splits
 
 
@@ -167,15 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grain", type=float, default=GRAIN,
                         help="per-pixel colour noise (standard deviation, 0-255): a noisy camera, e.g. 30, wants other "
                              "CRF parameters than the paper's (pipelines.tune_crf)")
+    parser.add_argument("--layout", choices=LAYOUT_NAMES, default="voc",
+                        help="the dataset layout to write the scenes in (cityscapes and ade20k: their own classes, the "
+                             "first --num-classes of them)")
     args = parser.parse_args(argv)
     try:
         splits = generate(args.output, args.num_images, args.size, args.num_classes, args.seed, args.val_fraction,
-                          args.test_fraction, args.grain)
+                          args.test_fraction, args.grain, args.layout)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{len(ids)} {name}" for name, ids in splits.items())
-    print(f"wrote {sum(map(len, splits.values()))} images ({counts}, {args.num_classes} classes) to {args.output}")
+    print(f"wrote {sum(map(len, splits.values()))} images ({counts}, {args.num_classes} classes) to {args.output} "
+          f"in the {args.layout} layout")
     return 0
 
 

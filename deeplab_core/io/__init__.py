@@ -10,6 +10,7 @@ from deeplab_core.io.images import (
     encode_palette_png,
     encode_png,
     overlay,
+    palette_of,
     resize_image,
     resize_labels,
     voc_colormap,
@@ -33,7 +34,7 @@ from deeplab_core.io.uri import (
 
 __all__ = [
     "AWS_VARIABLES", "IGNORE_INDEX", "VOC_COLORMAP", "ImageDecodeError", "decode_image", "decode_mask", "encode_jpeg",
-    "encode_palette_png", "encode_png", "exists", "filesystem", "is_dir", "join_uri", "list_files", "normalize_uri", "overlay",
+    "encode_palette_png", "encode_png", "exists", "filesystem", "is_dir", "join_uri", "list_files", "normalize_uri", "overlay", "palette_of",
     "protocol_of", "read_bytes", "read_text", "relative_path", "resize_image", "resize_labels", "s3_options", "s3_variables",
     "voc_colormap", "write_bytes",
 ]

@@ -105,15 +105,28 @@ def voc_colormap(size: int = 256) -> np.ndarray:
 VOC_COLORMAP = voc_colormap()
 
 
-def encode_palette_png(labels: np.ndarray) -> bytes:
-    """Encode an H x W array of class ids (0..255) as a palette PNG with the VOC colour map."""
+def palette_of(colours=None) -> np.ndarray:
+    """A 256 x 3 uint8 palette: ``colours`` (one RGB triple per class, in class-id order) for the first entries,
+    the VOC colour map for the rest (255, the ignore label, keeps VOC's ignore colour)."""
+    palette = VOC_COLORMAP.copy()
+    if colours is not None and len(colours):
+        given = np.asarray(colours, dtype=np.int64).reshape(-1, 3)
+        if given.shape[0] > IGNORE_INDEX or given.min() < 0 or given.max() > 255:
+            raise ValueError(f"a palette takes at most {IGNORE_INDEX} RGB triples of 0..255, got {given.shape[0]}")
+        palette[: given.shape[0]] = given
+    return palette
+
+
+def encode_palette_png(labels: np.ndarray, colours=None) -> bytes:
+    """Encode an H x W array of class ids (0..255) as a palette PNG: class i in ``colours[i]`` (``palette_of``;
+    the VOC colour map without ``colours``)."""
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"labels must be H x W, got shape {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() > 255):
         raise ValueError(f"labels must be within 0..255, got {labels.min()}..{labels.max()}")
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
-    image.putpalette(VOC_COLORMAP.tobytes())
+    image.putpalette(palette_of(colours).tobytes())
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
@@ -145,12 +158,14 @@ def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
     return buffer.getvalue()
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the VOC colours of ``labels`` over ``image`` (uint8 H x W x 3); class 0 and 255 stay unblended."""
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5, colours=None,
+            unblended: tuple[int, ...] = (0,)) -> np.ndarray:
+    """Blend the colours of ``labels`` (``palette_of(colours)``) over ``image`` (uint8 H x W x 3); the classes in
+    ``unblended`` (a background class) and 255 (ignore) stay as the image is."""
     if image.shape[:2] != labels.shape:
         raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
-    colours = VOC_COLORMAP[labels].astype(np.float32)
+    colours = palette_of(colours)[labels].astype(np.float32)
     blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
-    keep = (labels == 0) | (labels == IGNORE_INDEX)
+    keep = np.isin(labels, (*unblended, IGNORE_INDEX))
     blended[keep] = image[keep]
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
