@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from deeplab_core.data.ade20k import ADE20K_CLASSES
 from deeplab_core.data.cityscapes import CITYSCAPES_CLASSES
-from deeplab_core.data.classes import ClassList
+from deeplab_core.classes import ClassList
 from deeplab_core.data.datasets import LAYOUT_NAMES, layout_named
 from deeplab_core.data.layout import SyntheticScene
 

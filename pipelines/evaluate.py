@@ -1,4 +1,4 @@
-"""Evaluate a DeepLab checkpoint on a labelled VOC-layout dataset with Ray Data: mIoU with and without CRF.
+"""Evaluate a DeepLab checkpoint on a labelled dataset (any layout) with Ray Data: mIoU with and without CRF.
 
     python -m pipelines.evaluate --data URI --checkpoint URI --output URI [--crf] [--scales ...] [--flip]
 
@@ -17,13 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
-from deeplab_core.data import MASK_DIR, read_split
+from deeplab_core.data import MASK_DIR, LabelledData, ListOptions, open_dataset
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import join_uri, normalize_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
 from pipelines.common.charts import render_confusion_matrices
 from pipelines.common.options import (
-    HelpFormatter, ModelResources, add_model_options, inference_settings, model_actor_count, model_resources,
+    HelpFormatter, ModelResources, add_dataset_options, add_model_options, inference_settings, model_actor_count,
+    model_resources,
 )
 from pipelines.common.runtime import check_cluster_address, check_writable, refuse
 from pipelines.segmentation import columns
@@ -44,6 +45,8 @@ class EvaluateConfig:
     checkpoint: str
     split: str = "val"
     mask_folder: str = MASK_DIR
+    layout: str | None = None  # detected when None
+    val_fraction: float = 0.0
     inference: InferenceSettings = InferenceSettings(crf=None)
     resources: ModelResources = ModelResources()
     allow_failures: bool = False
@@ -52,10 +55,8 @@ class EvaluateConfig:
 def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
     parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
-    parser.add_argument("--data", required=True, type=normalize_uri, help="VOC-layout dataset root")
-    parser.add_argument("--split", default="val", help="which ImageSets/Segmentation/<split>.txt to evaluate")
-    parser.add_argument("--mask-folder", default=MASK_DIR,
-                        help="the masks' folder under --data (SegmentationClassAug for VOC + SBD)")
+    parser.add_argument("--data", required=True, type=normalize_uri, help="labelled dataset root, in any layout")
+    add_dataset_options(parser, "the split to evaluate")
     parser.add_argument("--output", required=True, type=normalize_uri,
                         help="where report.json and confusion_matrix.png go")
     parser.add_argument("--allow-failures", action="store_true",
@@ -63,8 +64,9 @@ def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
                              "report either way)")
     add_model_options(parser, crf_default=False)
     args = parser.parse_args(argv)
-    return EvaluateConfig(args.data, args.output, args.checkpoint, args.split, args.mask_folder,
-                          inference_settings(args, parser), model_resources(args), args.allow_failures)
+    return EvaluateConfig(args.data, args.output, args.checkpoint, args.split, args.mask_folder, args.layout,
+                          args.val_fraction, inference_settings(args, parser), model_resources(args),
+                          args.allow_failures)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,19 +79,21 @@ def run(config: EvaluateConfig) -> int:
     try:
         checkpoint = load_checkpoint(config.checkpoint)
         build_from_checkpoint(checkpoint)  # a config that does not fit the weights fails here, not in every actor
-        ids = read_split(config.data, config.split)
+        data = open_dataset(config.data, config.split, config.layout, checkpoint.spec.num_classes,
+                            ListOptions(config.mask_folder, config.val_fraction))
         check_writable(config.output)
         check_cluster_address()
     except Exception as err:  # noqa: BLE001 - a user's mistake is one line; anything else keeps its traceback
         return refuse(err)
-    print(f"[evaluate] {len(ids)} images of {config.data} ({config.split}) with model {checkpoint.digest}", flush=True)
+    print(f"[evaluate] {len(data)} images of {config.data} ({data.layout}, {config.split}) with model "
+          f"{checkpoint.digest}", flush=True)
 
-    plain, refined, failures, precision, costs = run_pipeline(config, ids, checkpoint)
+    plain, refined, failures, precision, costs = run_pipeline(config, data, checkpoint)
 
     report = {
-        "data": config.data, "split": config.split, "model": checkpoint.digest, "checkpoint": checkpoint.uri,
+        "data": config.data, "layout": data.layout, "split": config.split, "model": checkpoint.digest, "checkpoint": checkpoint.uri,
         "scales": list(config.inference.scales), "flip": config.inference.flip, "precision": precision,
-        "images": len(ids), "failed": failures,
+        "images": len(data), "failed": failures,
         "without_crf": plain.summary(checkpoint.spec.class_names),
     }
     if crf:
@@ -108,13 +112,13 @@ def run(config: EvaluateConfig) -> int:
         if sizing:
             print(f"[evaluate] {sizing}", flush=True)
     if failures and not config.allow_failures:
-        print(f"error: {len(failures)} of {len(ids)} images failed (first: {failures[0]}); the scores above leave "
+        print(f"error: {len(failures)} of {len(data)} images failed (first: {failures[0]}); the scores above leave "
               "them out; pass --allow-failures to accept that", file=sys.stderr)
         return 1
     return 0
 
 
-def run_pipeline(config: EvaluateConfig, ids: list[str],
+def run_pipeline(config: EvaluateConfig, data: LabelledData,
                  checkpoint) -> tuple[ConfusionMatrix, ConfusionMatrix, list, str, dict[str, list]]:
     from pipelines.common.runtime import init_ray
     from pipelines.segmentation.stages import add_model_stages, labelled_images
@@ -122,7 +126,7 @@ def run_pipeline(config: EvaluateConfig, ids: list[str],
     init_ray()
     num_classes = checkpoint.spec.num_classes
     crf = config.inference.crf is not None
-    dataset = add_model_stages(labelled_images(config.data, ids, config.mask_folder, config.inference.batch_size),
+    dataset = add_model_stages(labelled_images(data.samples, config.inference.batch_size),
                                checkpoint, config.inference, config.resources, plain=True, keep_image=False,
                                num_classes=num_classes)
     dataset = dataset.map_batches(Scorer(num_classes, crf), batch_size=16)

@@ -25,7 +25,9 @@ from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import join_uri, normalize_uri
 from pipelines.segmentation.inputs import assign_output_names, list_inputs
-from pipelines.segmentation.manifest import compact, completed, manifest_folder, record_errors, run_folder
+from pipelines.segmentation.manifest import (
+    compact, completed, manifest_folder, manifest_schema, record_errors, run_folder,
+)
 from pipelines.common.options import (
     HelpFormatter, ModelResources, add_model_options, inference_settings, model_actor_count, model_resources,
     positive_int,
@@ -98,14 +100,15 @@ def run(config: SegmentConfig) -> int:
             return 1
     elapsed = time.monotonic() - started
 
-    manifest = compact(config.output)
+    schema = manifest_schema(checkpoint.spec)
+    manifest = compact(config.output, schema)
     reported = set(manifest.column("uri").to_pylist())
     unreported = {item["uri"]: "TaskFailedError: the task holding this input failed twice (its worker or node died, "
                                "out of memory, or storage was unreachable); re-run to retry"
                   for item in todo if item["uri"] not in reported}
     if unreported:
         record_errors(config.output, unreported, crf, checkpoint.digest)
-        manifest = compact(config.output)
+        manifest = compact(config.output, schema)
     wanted = {item["uri"] for item in inputs}
     statuses = [s for u, s in zip(manifest.column("uri").to_pylist(), manifest.column("status").to_pylist())
                 if u in wanted]
@@ -144,8 +147,9 @@ def run_pipeline(config: SegmentConfig, todo: list[dict], checkpoint) -> None:
     if crf:
         dataset = dataset.repartition(target_num_rows_per_block=per_block)  # CRF rows travel one per block
     # batch_size=None: one batch per block, so finished blocks reach the manifest without waiting for others
-    extra = [OverlayWriter()] if config.overlay else []
-    dataset = dataset.map_batches(ManifestWriter(config.output, checkpoint.spec.num_classes, checkpoint.digest,
+    spec = checkpoint.spec
+    extra = [OverlayWriter(spec.class_colours, spec.class_names)] if config.overlay else []
+    dataset = dataset.map_batches(ManifestWriter(config.output, spec, checkpoint.digest,
                                                  crf, extra), batch_size=None, **TASK_RETRIES)
     path, filesystem = pyarrow_storage(run_folder(config.output))
     # A block whose task failed twice is skipped instead of failing the job; main() records its inputs as errors.

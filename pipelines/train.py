@@ -28,7 +28,7 @@ import yaml
 from deeplab_core.checkpoint import (
     BEST_MODEL_FILE, build_from_checkpoint, load_checkpoint, save_checkpoint,
 )
-from deeplab_core.data import VOCSegmentation, dataset_classes, read_sample
+from deeplab_core.data import LabelledData, ListOptions, open_dataset, read_labelled_sample
 from deeplab_core.io import exists, join_uri
 from deeplab_core.models import ModelSpec
 from pipelines.training.config import TrainConfig, add_train_options, config_from, known_keys, yaml_unknown_keys
@@ -64,12 +64,27 @@ def load_yaml_options(path: str) -> dict:
     return options
 
 
-def check_dataset(root: str, split: str, num_classes: int, mask_folder: str) -> VOCSegmentation:
-    """Cheap checks before any worker starts: every listed file exists, and a few samples decode and fit."""
-    dataset = VOCSegmentation(root, split, num_classes=num_classes, mask_folder=mask_folder)
-    for sample_id in dataset.ids[:2]:
-        read_sample(root, sample_id, num_classes, mask_folder)
+def check_dataset(config: TrainConfig, root: str, split: str) -> LabelledData:
+    """Cheap checks before any worker starts: the layout is known, every listed file exists, and a few samples decode
+    and fit."""
+    dataset = open_dataset(root, split, config.layout, config.num_classes,
+                           ListOptions(config.mask_folder, config.val_fraction))
+    for sample in dataset.samples[:2]:
+        read_labelled_sample(sample, len(dataset.classes))
     return dataset
+
+
+def check_datasets(config: TrainConfig) -> tuple[LabelledData, LabelledData | None]:
+    """The training split and the validation split (None without ``--val-data``), which must name the same
+    classes."""
+    train_set = check_dataset(config, config.data, config.train_split)
+    if not config.val_data:
+        return train_set, None
+    val_set = check_dataset(config, config.val_data, config.val_split)
+    if val_set.classes.names != train_set.classes.names:
+        raise ValueError(f"{config.val_data} names other classes ({', '.join(val_set.classes.names)}) than "
+                         f"{config.data} ({', '.join(train_set.classes.names)})")
+    return train_set, val_set
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,12 +103,8 @@ def run(config: TrainConfig) -> int:
         print("error: --sync-bn needs --use-gpu (PyTorch's SyncBatchNorm runs on GPUs only); on CPUs raise "
               "--batch-size or use --freeze-bn with pretrained weights", file=sys.stderr)
         return 2
-    class_names = dataset_classes(config.data, config.num_classes)
-    num_classes = len(class_names)
     try:
-        train_set = check_dataset(config.data, config.train_split, num_classes, config.mask_folder)
-        val_set = (check_dataset(config.val_data, config.val_split, num_classes, config.mask_folder)
-                   if config.val_data else None)
+        train_set, val_set = check_datasets(config)
         check_cluster_address()
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -105,14 +116,16 @@ def run(config: TrainConfig) -> int:
         return 2
 
     init_ray()
+    classes = train_set.classes
+    num_classes = len(classes)
     global_batch = config.batch_size * config.accumulation * config.workers
-    datasets = {"train": training_dataset(config.data, train_set.ids, config.iterations * global_batch,
-                                          config.crop_size, config.min_scale, config.max_scale, num_classes,
-                                          config.seed, config.mask_folder)}
+    datasets = {"train": training_dataset(train_set.samples, config.iterations * global_batch, config.crop_size,
+                                          config.min_scale, config.max_scale, num_classes, config.seed)}
     if val_set is not None:
-        datasets["val"] = eval_dataset(config.val_data, val_set.ids, num_classes, config.mask_folder)
+        datasets["val"] = eval_dataset(val_set.samples, num_classes)
 
-    spec = ModelSpec(config.arch, config.backbone, config.output_stride, num_classes, tuple(class_names))
+    spec = ModelSpec(config.arch, config.backbone, config.output_stride, num_classes, classes.names,
+                     class_colours=classes.colours)
     plan = WorkerPlan(replace(config, num_classes=num_classes, val_every=min(config.val_every, config.iterations)),
                       spec.to_config(), has_val=val_set is not None)
     storage_path, storage_filesystem = pyarrow_storage(config.output)
@@ -128,8 +141,8 @@ def run(config: TrainConfig) -> int:
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures)),
         datasets=datasets,
     )
-    print(f"[train] {config.arch}/{config.backbone} stride {config.output_stride}, {num_classes} classes, "
-          f"{len(train_set)} training images, {config.workers} worker(s) x {config.batch_size} images, "
+    print(f"[train] {config.arch}/{config.backbone} stride {config.output_stride}, {num_classes} classes "
+          f"({_described(classes.names)}), {len(train_set)} training images ({train_set.layout} layout), {config.workers} worker(s) x {config.batch_size} images, "
           f"{config.iterations} iterations -> {config.output}", flush=True)
     try:
         result = trainer.fit()
@@ -149,6 +162,10 @@ def run(config: TrainConfig) -> int:
         return 1
     print(f"[train] done: best model ({best}) exported to {join_uri(config.output, BEST_MODEL_FILE)}", flush=True)
     return 0
+
+
+def _described(names: tuple[str, ...]) -> str:
+    return ", ".join(names) if len(names) <= 6 else ", ".join(names[:5]) + f", ... {names[-1]}"
 
 
 def dataset_error_in(error: BaseException) -> str | None:

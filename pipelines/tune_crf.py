@@ -26,13 +26,14 @@ from deeplab_core.crf_file import CRF_PARAMS_FILE, PAPER_SYMBOLS, dump_crf_param
 from deeplab_core.crf_tuning import (
     PAPER_GRID, CRFGrid, best_setting, finer_grid, parse_grid_axis, with_paper_values,
 )
-from deeplab_core.data import MASK_DIR, read_split
+from deeplab_core.data import MASK_DIR, ListOptions, Sample, open_dataset
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import join_uri, normalize_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
 from pipelines.common.charts import render_crf_grid
 from pipelines.common.options import (
-    HelpFormatter, ModelResources, add_model_options, inference_settings, model_resources, positive_int,
+    HelpFormatter, ModelResources, add_dataset_options, add_model_options, inference_settings, model_resources,
+    positive_int,
 )
 from pipelines.common.runtime import check_cluster_address, check_writable, refuse
 from pipelines.segmentation import columns
@@ -53,6 +54,8 @@ class TuneConfig:
     split: str = "val"
     num_images: int = 100  # the paper's: the first 100 of the split's list
     mask_folder: str = MASK_DIR
+    layout: str | None = None  # detected when None
+    val_fraction: float = 0.0
     grid: CRFGrid = PAPER_GRID
     refine: bool = True  # a second, finer round around the first's best
     inference: InferenceSettings = InferenceSettings()
@@ -74,12 +77,10 @@ def grid_axis(text: str) -> tuple[str, tuple[float, ...]]:
 def parse_args(argv: list[str] | None = None) -> TuneConfig:
     parser = argparse.ArgumentParser(prog="python -m pipelines.tune_crf", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
-    parser.add_argument("--data", required=True, type=normalize_uri, help="VOC-layout dataset root")
-    parser.add_argument("--split", default="val", help="which ImageSets/Segmentation/<split>.txt to tune on")
+    parser.add_argument("--data", required=True, type=normalize_uri, help="labelled dataset root, in any layout")
+    add_dataset_options(parser, "the split to tune on")
     parser.add_argument("--num-images", type=positive_int, default=TuneConfig.num_images,
                         help="tune on the split's first N images (the paper used 100 val images)")
-    parser.add_argument("--mask-folder", default=MASK_DIR,
-                        help="the masks' folder under --data (SegmentationClassAug for VOC + SBD)")
     parser.add_argument("--output", required=True, type=normalize_uri,
                         help=f"where {CRF_PARAMS_FILE}, {TABLE_FILE} and {CHART_FILE} go")
     parser.add_argument("--grid", type=grid_axis, action="append", metavar="NAME=VALUES",
@@ -101,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> TuneConfig:
     except ValueError as err:
         parser.error(str(err))
     return TuneConfig(args.data, args.output, args.checkpoint, args.split, args.num_images, args.mask_folder,
-                      grid, args.refine, inference_settings(args, parser), model_resources(args), args.allow_failures)
+                      args.layout, args.val_fraction, grid, args.refine, inference_settings(args, parser), model_resources(args), args.allow_failures)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,20 +114,23 @@ def run(config: TuneConfig) -> int:
     try:
         checkpoint = load_checkpoint(config.checkpoint)
         build_from_checkpoint(checkpoint)
-        ids = read_split(config.data, config.split)[: config.num_images]
+        data = open_dataset(config.data, config.split, config.layout, checkpoint.spec.num_classes,
+                            ListOptions(config.mask_folder, config.val_fraction))
+        samples = list(data.samples[: config.num_images])
         settings = config.inference
-        inputs = inputs_digest(data=config.data, split=config.split, mask_folder=config.mask_folder, ids=ids,
+        inputs = inputs_digest(data=config.data, split=config.split, mask_folder=config.mask_folder,
+                               ids=[sample.key for sample in samples],
                                scales=settings.scales, flip=settings.flip, precision=settings.precision,
                                max_side=settings.max_side, max_pixels=settings.max_pixels)
-        table = TuningTable.load(config.output, checkpoint.digest, inputs, checkpoint.spec.num_classes)
+        table = TuningTable.load(config.output, checkpoint.digest, inputs, checkpoint.spec.class_names)
         check_writable(config.output)
         check_cluster_address()
     except Exception as err:  # noqa: BLE001 - a user's mistake is one line; anything else keeps its traceback
         return refuse(err)
     base = settings.crf
-    print(f"[tune_crf] {len(ids)} images of {config.data} ({config.split}) with model {checkpoint.digest}; "
+    print(f"[tune_crf] {len(samples)} images of {config.data} ({data.layout}, {config.split}) with model {checkpoint.digest}; "
           f"grid {config.grid.describe()}" + ("; then a finer round" if config.refine else ""), flush=True)
-    scorer = RoundScorer(config, ids, checkpoint)
+    scorer = RoundScorer(config, samples, checkpoint)
 
     rounds = [("paper", [with_paper_values(base)]), ("coarse", config.grid.settings(base))]
     if not scorer.score(table, rounds):
@@ -142,11 +146,11 @@ def run(config: TuneConfig) -> int:
 
     report(config, table, best, first_best, checkpoint)
     # Images that could not be scored: named when this run met them, counted from the table when an earlier run did.
-    failed = len(ids) - table.rows[setting_key(best)]["images"]
+    failed = len(samples) - table.rows[setting_key(best)]["images"]
     if failed and not config.allow_failures:
         first = ("first: {}: {}".format(*next(iter(scorer.failures.items()))) if scorer.failures
                  else "in the run that scored these settings")
-        print(f"error: {failed} of {len(ids)} images could not be scored ({first}); the scores above leave them out; "
+        print(f"error: {failed} of {len(samples)} images could not be scored ({first}); the scores above leave them out; "
               "pass --allow-failures to accept that", file=sys.stderr)
         return 1
     return 0
@@ -156,8 +160,8 @@ class RoundScorer:
     """Scores rounds of settings into the table; runs the model over the images once, on the first round that has
     settings left to score, and keeps its rows (image, logits, ground truth) for every later round."""
 
-    def __init__(self, config: TuneConfig, ids: list[str], checkpoint: Checkpoint) -> None:
-        self.config, self.ids, self.checkpoint = config, ids, checkpoint
+    def __init__(self, config: TuneConfig, samples: list[Sample], checkpoint: Checkpoint) -> None:
+        self.config, self.samples, self.checkpoint = config, samples, checkpoint
         self.model_rows = None
         self.failures: dict[str, str] = {}
 
@@ -195,7 +199,7 @@ class RoundScorer:
 
         rows = self._model_rows()
         num_classes = self.checkpoint.spec.num_classes
-        images = len(self.ids)
+        images = len(self.samples)
         # Enough tasks for every CPU of the cluster: an image's settings are split over several tasks when the
         # images alone are too few (each task then copies the image's row: few images, small cost).
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1) / self.config.resources.crf_cpus))
@@ -233,7 +237,7 @@ class RoundScorer:
             init_ray()
             config = self.config
             self.model_rows = add_model_stages(
-                labelled_images(config.data, self.ids, config.mask_folder, config.inference.batch_size),
+                labelled_images(self.samples, config.inference.batch_size),
                 self.checkpoint,
                 replace(config.inference, crf=None), config.resources, plain=True, keep_image=True,
                 num_classes=self.checkpoint.spec.num_classes, low_res_logits=True).materialize()

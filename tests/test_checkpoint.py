@@ -68,7 +68,8 @@ def test_bad_checkpoints_give_clear_errors(tmp_path, model):
         load_checkpoint(str(tmp_path / "foreign.pt"))
     with pytest.raises(CheckpointError, match="config lacks"):
         save_checkpoint(str(tmp_path / "x.pt"), model, {"arch": "deeplabv3"})
-    config = model_config(model) | {"num_classes": 5, "class_names": [str(k) for k in range(5)]}
+    config = model_config(model) | {"num_classes": 5, "class_names": [str(k) for k in range(5)],
+                                    "class_colours": [[k, k, k] for k in range(5)]}
     save_checkpoint(str(tmp_path / "mismatch.pt"), model, config)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(str(tmp_path / "mismatch.pt"))

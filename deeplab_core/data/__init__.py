@@ -1,7 +1,7 @@
 """Labelled datasets as they lie (VOC, Cityscapes, ADE20K, image/mask pairs, COCO, labelme) and paired image/mask
 transforms."""
 
-from deeplab_core.data.classes import ClassList, parse_class_file
+from deeplab_core.classes import ClassList, parse_class_file
 from deeplab_core.data.datasets import (
     LAYOUT_NAMES, LAYOUTS, LabelledData, detect_layout, layout_named, layouts_help, open_dataset, read_label,
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deeplab_core.data.classes import ClassList, lookup_table
+from deeplab_core.classes import ClassList, lookup_table
 from deeplab_core.data.layout import DatasetError, Layout, ListOptions, Sample, SyntheticScene
 from deeplab_core.data.listing import files_by_key
 from deeplab_core.io import decode_mask, encode_png, exists, join_uri, list_files, read_bytes, write_bytes

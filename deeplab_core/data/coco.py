@@ -15,7 +15,7 @@ import posixpath
 
 import numpy as np
 
-from deeplab_core.data.classes import ClassList
+from deeplab_core.classes import ClassList
 from deeplab_core.data.layout import DatasetError, Layout, ListOptions, Sample, SyntheticScene
 from deeplab_core.data.polygons import check_polygon, clip_polygon, pil_to_corner_coordinates
 from deeplab_core.io import encode_jpeg, exists, join_uri, list_files, read_text, relative_path, write_bytes

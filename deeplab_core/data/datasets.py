@@ -13,7 +13,7 @@ import numpy as np
 
 from deeplab_core.data.ade20k import ADE20K
 from deeplab_core.data.cityscapes import CITYSCAPES
-from deeplab_core.data.classes import ClassList
+from deeplab_core.classes import ClassList
 from deeplab_core.data.coco import COCO
 from deeplab_core.data.labelme import LABELME
 from deeplab_core.data.layout import DatasetError, Layout, ListOptions, Sample
@@ -85,7 +85,8 @@ def open_dataset(root: str, split: str, layout: str | None = None, num_classes: 
     elif num_classes is not None and num_classes != len(classes):
         if chosen is not VOC:
             raise DatasetError(f"{root} ({chosen.name}) has {len(classes)} classes ({', '.join(classes.names[:5])}"
-                               f"{', ...' if len(classes) > 5 else ''}) but --num-classes is {num_classes}; drop it")
+                               f"{', ...' if len(classes) > 5 else ''}) but {num_classes} are expected (the model's "
+                               f"or --num-classes)")
         classes = ClassList.numbered(num_classes)
     return LabelledData(root, chosen.name, split, tuple(samples), classes)
 

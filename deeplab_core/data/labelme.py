@@ -16,7 +16,7 @@ import posixpath
 import numpy as np
 from PIL import Image, ImageDraw
 
-from deeplab_core.data.classes import CLASS_NAMES_FILE, ClassList, read_class_file
+from deeplab_core.classes import CLASS_NAMES_FILE, ClassList, read_class_file
 from deeplab_core.data.layout import DatasetError, Layout, ListOptions, Sample, SyntheticScene
 from deeplab_core.data.listing import SPLITS_DIR, free_splits, read_many, split_keys
 from deeplab_core.data.polygons import check_points, clip_polygon

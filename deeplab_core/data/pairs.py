@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deeplab_core.data.classes import CLASS_NAMES_FILE, ClassList, read_class_file
+from deeplab_core.classes import CLASS_NAMES_FILE, ClassList, read_class_file
 from deeplab_core.data.layout import IMAGE_EXTENSIONS, DatasetError, Layout, ListOptions, Sample, SyntheticScene
 from deeplab_core.data.listing import SPLITS_DIR, files_by_key, free_splits, split_keys
 from deeplab_core.io import decode_mask, encode_jpeg, encode_palette_png, exists, join_uri, read_bytes, write_bytes

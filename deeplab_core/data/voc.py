@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from deeplab_core.data.classes import CLASS_NAMES_FILE, ClassList, read_class_file
+from deeplab_core.classes import CLASS_NAMES_FILE, ClassList, read_class_file
 from deeplab_core.data.layout import IMAGE_EXTENSIONS, DatasetError, Layout, ListOptions, Sample, SyntheticScene
 from deeplab_core.data.listing import files_by_key
 from deeplab_core.io import (

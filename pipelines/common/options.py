@@ -33,6 +33,22 @@ def _checked_number(convert: type, accept, requirement: str):
 positive_int = _checked_number(int, lambda value: value >= 1, "at least 1")
 positive_float = _checked_number(float, lambda value: value > 0, "greater than 0")
 unit_fraction = _checked_number(float, lambda value: 0 < value <= 1, "greater than 0 and at most 1")
+fraction = _checked_number(float, lambda value: 0 <= value < 1, "at least 0 and below 1")
+
+
+def add_dataset_options(parser: argparse.ArgumentParser, split_help: str) -> None:
+    """``--data``'s companions for the drivers that score a labelled split: the split, the layout and the options
+    of particular layouts."""
+    from deeplab_core.data import LAYOUT_NAMES, MASK_DIR
+
+    parser.add_argument("--split", default="val", help=split_help)
+    parser.add_argument("--layout", choices=LAYOUT_NAMES, default=None,
+                        help="the dataset's layout (default: detected from its folders)")
+    parser.add_argument("--val-fraction", type=fraction, default=0.0,
+                        help="for layouts without split files (pairs, labelme): the share held out as val, as "
+                             "pipelines.train --val-fraction chose it")
+    parser.add_argument("--mask-folder", default=MASK_DIR,
+                        help="VOC: the masks' folder under --data (SegmentationClassAug for VOC + SBD)")
 
 
 def parse_scales(text: str) -> tuple[float, ...]:

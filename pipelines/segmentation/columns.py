@@ -7,7 +7,9 @@ adds what it computes. The manifest's own columns are ``pipelines.segmentation.m
 URI = "uri"
 ERROR = "error"
 NAME = "name"  # the input's output name (pipelines.segmentation.inputs)
-LABEL_URI = "label_uri"
+LABEL_URI = "label_uri"  # a labelled sample's label: a mask, or the annotation file (deeplab_core.data.Sample)
+LAYOUT = "layout"  # the dataset layout that reads the label
+ANNOTATION = "annotation"  # the image's annotations as JSON, for layouts that keep them in one file
 IMAGE = "image"  # uint8 H x W x 3 at the working size
 HEIGHT, WIDTH = "height", "width"  # the input's own size
 LABEL = "label"  # ground truth, at the input's size

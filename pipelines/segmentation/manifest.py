@@ -9,6 +9,7 @@ as done on the next run.
 from __future__ import annotations
 
 import io
+import json
 import posixpath
 import time
 import uuid
@@ -35,6 +36,22 @@ SCHEMA = pa.schema([
     ("precision", pa.string()),  # the model's arithmetic: fp32, bf16 or fp16
     ("crf_labels", pa.int32()),  # how many labels the image's CRF ran over (its cost); null without the CRF
 ])
+
+
+# The schema's metadata names the model's classes, so that a manifest read alone says what class_pixels[i] counts.
+CLASS_NAMES_KEY, CLASS_COLOURS_KEY = b"deeplab.class_names", b"deeplab.class_colours"
+
+
+def manifest_schema(spec) -> pa.Schema:
+    """``SCHEMA`` with the classes of ``spec`` (a ``ModelSpec``) in its metadata (JSON lists)."""
+    return SCHEMA.with_metadata({CLASS_NAMES_KEY: json.dumps(list(spec.class_names)).encode(),
+                                 CLASS_COLOURS_KEY: json.dumps([list(c) for c in spec.class_colours]).encode()})
+
+
+def manifest_classes(schema: pa.Schema) -> list[str] | None:
+    """The class names a manifest's schema records (None for manifests written before they did)."""
+    metadata = schema.metadata or {}
+    return json.loads(metadata[CLASS_NAMES_KEY]) if CLASS_NAMES_KEY in metadata else None
 
 
 def manifest_folder(output: str) -> str:
@@ -78,6 +95,14 @@ def completed(output: str) -> dict[str, str]:
     return dict(zip(done.column("uri").to_pylist(), done.column("mask_uri").to_pylist()))
 
 
+def _has_metadata(fs, paths: list[str], schema: pa.Schema) -> bool:
+    if not schema.metadata or not paths:
+        return True
+    with fs.open(paths[0], "rb") as f:
+        written = pq.read_schema(f).metadata or {}
+    return all(written.get(key) == value for key, value in schema.metadata.items())
+
+
 def record_errors(output: str, errors: dict[str, str], crf: bool, model: str) -> None:
     """Error rows for inputs that no stage reported (their worker died): written as one more run file."""
     if not errors:
@@ -89,15 +114,16 @@ def record_errors(output: str, errors: dict[str, str], crf: bool, model: str) ->
     write_bytes(join_uri(run_folder(output), "unreported.parquet"), buffer.getvalue())
 
 
-def compact(output: str) -> pa.Table:
-    """Rewrite the manifest folder as one file with exactly one row per input URI; returns that table.
+def compact(output: str, schema: pa.Schema = SCHEMA) -> pa.Table:
+    """Rewrite the manifest folder as one file with exactly one row per input URI; returns that table. ``schema``
+    (``manifest_schema``'s) gives the file's metadata: the classes of the model that wrote it.
 
     Files are read in path order (runs are named by start time), so a later row for a URI wins, except that an ok
     row is never replaced by an error. The new file is written before the old ones are deleted: a crash in between
     leaves duplicates that the next ``compact`` removes, never a lost row.
     """
     fs, paths = _files(output)
-    table = read_manifest(output)
+    table = read_manifest(output).replace_schema_metadata(schema.metadata)
     chosen: dict[str, int] = {}
     statuses = table.column("status").to_pylist()
     for index, uri in enumerate(table.column("uri").to_pylist()):
@@ -105,7 +131,7 @@ def compact(output: str) -> pa.Table:
         if previous is None or not (statuses[previous] == "ok" and statuses[index] != "ok"):
             chosen[uri] = index
     compacted = table.take(sorted(chosen.values())) if len(chosen) != table.num_rows else table
-    if len(paths) > 1 or len(chosen) != table.num_rows:
+    if len(paths) > 1 or len(chosen) != table.num_rows or not _has_metadata(fs, paths, schema):
         _, folder = filesystem(manifest_folder(output))
         name = posixpath.join(folder, f"manifest-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet")
         with fs.open(name, "wb") as f:

@@ -22,14 +22,15 @@ import pyarrow as pa
 
 from deeplab_core.checkpoint import load_model
 from deeplab_core.crf import PAPER_PARAMS, CRFParams, refine_low_res
-from deeplab_core.data import check_mask, image_uri, mask_uri
+from deeplab_core.data import Sample, read_label
 from deeplab_core.inference import TRANSPORT_DTYPE, working_size
 from deeplab_core.inference_settings import InferenceSettings
-from deeplab_core.io import decode_image, decode_mask, read_bytes, resize_image, resize_labels
+from deeplab_core.io import decode_image, read_bytes, resize_image, resize_labels
+from deeplab_core.models import ModelSpec
 from deeplab_core.runner import ModelRunner
 from pipelines.common.options import ModelResources, model_stage_resources
 from pipelines.segmentation import columns
-from pipelines.segmentation.manifest import SCHEMA
+from pipelines.segmentation.manifest import manifest_schema
 from pipelines.segmentation.writers import MaskWriter, OutputWriter
 
 _NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
@@ -59,7 +60,8 @@ def _copy_columns(batch: dict, drop: tuple[str, ...] = ()) -> dict[str, list]:
 
 
 class ReadImages:
-    """Read and decode each input; shrink it to ``max_side`` / ``max_pixels``. With ``label_uri``, decode labels.
+    """Read and decode each input; shrink it to ``max_side`` / ``max_pixels``. With ``label_uri``, read its label as
+    class ids (mapped or rasterised as its ``layout`` says).
 
     Rows arriving with an ``error`` (an input refused when listed) are passed on unread.
     """
@@ -86,9 +88,9 @@ class ReadImages:
                     image = resize_image(original, working_size(height, width, self.max_side, self.max_pixels))
                     del original
                     if labelled:
-                        label_uri = str(batch[columns.LABEL_URI][row])
-                        label = decode_mask(read_bytes(label_uri), label_uri)
-                        check_mask(label, (height, width), self.num_classes, label_uri)
+                        sample = Sample(uri, str(batch[columns.LABEL_URI][row]), str(batch[columns.LAYOUT][row]), "",
+                                        str(batch[columns.ANNOTATION][row]))
+                        label = read_label(sample, (height, width), self.num_classes)
                 except Exception as err:  # noqa: BLE001 - any failure of one input is recorded, never fatal
                     image, label, error = _NO_IMAGE, _NO_LABELS, describe(err)
             out[columns.IMAGE].append(image)
@@ -173,11 +175,13 @@ class ManifestWriter:
     """CPU task: each input's files straight to the output filesystem (the mask, then ``extra`` writers such as the
     overlay); returns the manifest rows."""
 
-    def __init__(self, output: str, num_classes: int, model_digest: str, crf: bool,
+    def __init__(self, output: str, spec: ModelSpec, model_digest: str, crf: bool,
                  extra: Sequence[OutputWriter] = ()) -> None:
-        self.output, self.num_classes, self.model_digest = output, num_classes, model_digest
+        self.output, self.num_classes, self.model_digest = output, spec.num_classes, model_digest
         self.crf, self.extra = crf, tuple(extra)
         self.labels_column = columns.LABELS_CRF if crf else columns.LABELS
+        self.mask_writer = MaskWriter(spec.class_colours)
+        self.schema = manifest_schema(spec)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         rows = []
@@ -195,7 +199,7 @@ class ManifestWriter:
                 except Exception as err:  # noqa: BLE001 - e.g. no write permission on the output
                     record["error"] = describe(err)
             rows.append(record)
-        return pa.Table.from_pylist(rows, schema=SCHEMA)
+        return pa.Table.from_pylist(rows, schema=self.schema)
 
     def _write(self, batch: dict[str, np.ndarray], row: int) -> dict:
         height, width = int(batch[columns.HEIGHT][row]), int(batch[columns.WIDTH][row])
@@ -203,7 +207,7 @@ class ManifestWriter:
         labels = batch[self.labels_column][row]
         mask = resize_labels(labels, (height, width))
         image = batch[columns.IMAGE][row] if columns.IMAGE in batch else _NO_IMAGE
-        mask_uri = MaskWriter().write(self.output, name, image, labels, mask)
+        mask_uri = self.mask_writer.write(self.output, name, image, labels, mask)
         for writer in self.extra:
             writer.write(self.output, name, image, labels, mask)
         counts = np.bincount(mask.ravel(), minlength=self.num_classes)[: self.num_classes]
@@ -220,13 +224,13 @@ def default_rows_per_block(count: int, batch_size: int) -> int:
     return max(1, min(MAX_ROWS_PER_BLOCK, max(batch_size, math.ceil(count / (4 * cpus)))))
 
 
-def labelled_images(data: str, ids: list[str], mask_folder: str, batch_size: int):
-    """A Ray Dataset of rows (``uri``, ``label_uri``, ``error``) for the VOC-layout images ``ids`` under ``data``,
-    in blocks as ``default_rows_per_block`` sizes them: what evaluate and tune_crf score."""
+def labelled_images(samples: Sequence[Sample], batch_size: int):
+    """A Ray Dataset of rows (``uri``, ``label_uri``, ``layout``, ``annotation``, ``error``) for labelled
+    ``samples``, in blocks as ``default_rows_per_block`` sizes them: what evaluate and tune_crf score."""
     import ray.data
 
-    items = [{columns.URI: image_uri(data, i), columns.LABEL_URI: mask_uri(data, i, mask_folder), columns.ERROR: ""}
-             for i in ids]
+    items = [{columns.URI: s.image, columns.LABEL_URI: s.label, columns.LAYOUT: s.layout,
+              columns.ANNOTATION: s.annotation, columns.ERROR: ""} for s in samples]
     blocks = math.ceil(len(items) / default_rows_per_block(len(items), batch_size))
     return ray.data.from_items(items, override_num_blocks=blocks)
 

@@ -12,12 +12,14 @@ import argparse
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
-from deeplab_core.data import MASK_DIR
+from deeplab_core.data import LAYOUT_NAMES, MASK_DIR
 from deeplab_core.io import normalize_uri
 from deeplab_core.models import ARCHS, BACKBONES, OUTPUT_STRIDES
 from deeplab_core.training import RECIPES, Recipe
 from deeplab_core.msc import MSC_SCALES
-from pipelines.common.options import add_field_options, flag, flag_text, parse_scales, positive_float, positive_int
+from pipelines.common.options import (
+    add_field_options, flag, flag_text, fraction, parse_scales, positive_float, positive_int,
+)
 
 
 def option(default: Any, help: str, *, convert: Callable[[str], Any] | None = None,
@@ -29,20 +31,25 @@ def option(default: Any, help: str, *, convert: Callable[[str], Any] | None = No
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = option("", "VOC-layout training dataset root (local path, s3://, any fsspec URI)", required=True,
-                       convert=normalize_uri)
+    data: str = option("", "training dataset root (local path, s3://, any fsspec URI) in any layout --layout names",
+                       required=True, convert=normalize_uri)
     output: str = option("", "run folder: checkpoints and the exported best_model.pt", required=True,
                          convert=normalize_uri)
-    val_data: str | None = option(None, "VOC-layout validation root (its val split); validation is skipped without",
+    val_data: str | None = option(None, "validation dataset root (its --val-split); validation is skipped without",
                                   convert=normalize_uri)
-    train_split: str = option("train", "the training split's name (ImageSets/Segmentation/<name>.txt)")
+    layout: str | None = option(None, "the datasets' layout; default: detected from their folders",
+                                choices=LAYOUT_NAMES)
+    val_fraction: float = option(0.0, "for layouts without split files (pairs, labelme): the share of samples held "
+                                      "out of train as val (chosen with a fixed seed)", convert=fraction)
+    train_split: str = option("train", "the training split's name (VOC: ImageSets/Segmentation/<name>.txt)")
     val_split: str = option("val", "the validation split's name")
     mask_folder: str = option(MASK_DIR, "the masks' folder under each dataset root (SegmentationClassAug for "
                                         "VOC + SBD's train_aug)")
     arch: str = option("deeplabv2", "model architecture", choices=ARCHS)
     backbone: str = option("resnet101", "ResNet backbone", choices=BACKBONES)
     output_stride: int = option(8, "backbone output stride", convert=int, choices=OUTPUT_STRIDES)
-    num_classes: int | None = option(None, "classes; default: the dataset's classes.txt, else 21 (PASCAL VOC)",
+    num_classes: int | None = option(None, "classes; default: the dataset's own (a classes.txt, Cityscapes' 19, "
+                                           "ADE20K's 150, COCO's categories, labelme's labels), else 21 (PASCAL VOC)",
                                      convert=positive_int)
     crop_size: int | None = option(None, "training crop side", convert=positive_int)
     batch_size: int = option(10, "images per worker per step", convert=positive_int)

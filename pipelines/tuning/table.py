@@ -6,7 +6,8 @@ parameter file holds (iterations, bilateral_weight = w1, bilateral_xy_std = thet
 theta_beta, gaussian_weight = w2, gaussian_xy_std = theta_gamma), ``method`` and ``prune_ratio`` (how the CRF was
 computed), ``miou``, ``pixel_accuracy``, ``images`` (how many were scored), ``confusion`` (the summed classes x classes
 counts, flattened), ``model`` (the checkpoint's digest) and ``inputs`` (a digest of the images and of everything that
-shaped their logits). A table is about one model on one set of inputs: ``TuningTable.load`` refuses another's.
+shaped their logits), then one ``iou/<class name>`` column per class; the schema's metadata lists the class names.
+A table is about one model on one set of inputs: ``TuningTable.load`` refuses another's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -59,14 +61,15 @@ def _params_of(row: dict) -> CRFParams | None:
 class TuningTable:
     """Every scored setting of one model on one set of inputs, by ``setting_key``."""
 
-    def __init__(self, uri: str, model: str, inputs: str, num_classes: int) -> None:
-        self.uri, self.model, self.inputs, self.num_classes = uri, model, inputs, num_classes
+    def __init__(self, uri: str, model: str, inputs: str, class_names: Sequence[str]) -> None:
+        self.uri, self.model, self.inputs = uri, model, inputs
+        self.class_names, self.num_classes = tuple(class_names), len(class_names)
         self.rows: dict[tuple, dict] = {}
 
     @classmethod
-    def load(cls, output: str, model: str, inputs: str, num_classes: int) -> TuningTable:
+    def load(cls, output: str, model: str, inputs: str, class_names: Sequence[str]) -> TuningTable:
         """The table under ``output`` (empty if there is none); ``ValueError`` if it holds another tuning."""
-        table = cls(join_uri(output, TABLE_FILE), model, inputs, num_classes)
+        table = cls(join_uri(output, TABLE_FILE), model, inputs, class_names)
         if exists(table.uri):
             for row in pq.read_table(io.BytesIO(read_bytes(table.uri))).to_pylist():
                 if (row["model"], row["inputs"]) != (model, inputs):
@@ -95,6 +98,13 @@ class TuningTable:
             "inputs": self.inputs}
 
     def save(self) -> None:
+        per_class = [f"iou/{name}" for name in self.class_names]
+        schema = pa.schema([*SCHEMA, *[(column, pa.float64()) for column in per_class]],
+                           metadata={b"deeplab.class_names": json.dumps(list(self.class_names)).encode()})
+        rows = []
+        for key, row in self.rows.items():
+            ious = self.score(_params_of(row)).per_class_iou()
+            rows.append({**row, **{column: float(iou) for column, iou in zip(per_class, ious)}})
         buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(list(self.rows.values()), schema=SCHEMA), buffer)
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer)
         write_bytes(self.uri, buffer.getvalue())
