@@ -44,6 +44,7 @@ TRAIN_CLASSES = (
 CITYSCAPES_CLASSES = ClassList(tuple(name for _, _, name, _ in TRAIN_CLASSES),
                                tuple(colour for _, _, _, colour in TRAIN_CLASSES))
 LABEL_TO_TRAIN_ID = lookup_table({label_id: train_id for label_id, train_id, _, _ in TRAIN_CLASSES})
+MAX_LABEL_ID = 33  # bicycle; the table's ids run 0..33 (and -1, the licence plate, which no label file stores)
 TRAIN_TO_LABEL_ID = np.array([label_id for label_id, _, _, _ in TRAIN_CLASSES], np.uint8)
 
 
@@ -74,7 +75,12 @@ def _list_split(root: str, split: str, options: ListOptions) -> list[Sample]:
 
 
 def _read_label(sample: Sample, image_shape: tuple[int, int]) -> np.ndarray:
-    return LABEL_TO_TRAIN_ID[decode_mask(read_bytes(sample.label), sample.label)]
+    label_ids = decode_mask(read_bytes(sample.label), sample.label)
+    unknown = np.unique(label_ids[label_ids > MAX_LABEL_ID])
+    if unknown.size:
+        raise DatasetError(f"{sample.label}: holds values {unknown.tolist()[:5]}, which are no Cityscapes label ids "
+                           f"(0..{MAX_LABEL_ID}); is it a *{LABEL_SUFFIX}.png file?")
+    return LABEL_TO_TRAIN_ID[label_ids]
 
 
 def _write(root: str, splits: dict[str, list[SyntheticScene]], classes: ClassList) -> None:

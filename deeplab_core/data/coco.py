@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import warnings
 
 import numpy as np
 
@@ -133,7 +134,9 @@ def _read_label(sample: Sample, image_shape: tuple[int, int]) -> np.ndarray:
             rle = coco_mask.frPyObjects(segmentation, height, width)
         else:
             rle = segmentation
-        covered = coco_mask.decode(rle).astype(bool)
+        with warnings.catch_warnings():  # pycocotools 2.0's decode warns of NumPy 2's copy keyword, harmlessly
+            warnings.simplefilter("ignore", DeprecationWarning)
+            covered = coco_mask.decode(rle).astype(bool)
         label[covered] = IGNORE_INDEX if annotation["crowd"] else annotation["class"]
     return label
 
