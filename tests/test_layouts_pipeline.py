@@ -1,0 +1,86 @@
+"""Every dataset layout through the real pipelines on the local Ray cluster: `--data ROOT` and nothing else trains
+(a few iterations: the point is the data path, not learning), the checkpoint names the dataset's classes, evaluate
+reports them by name, segment draws them in the dataset's colours, and a bad mask is one line naming it."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pyarrow import parquet
+
+from deeplab_core.checkpoint import load_checkpoint, save_checkpoint
+from deeplab_core.models import ModelSpec
+from deeplab_core.data import open_dataset
+from deeplab_core.io import read_bytes, write_bytes
+from deeplab_core.synthetic import generate, layout_classes
+from pipelines import evaluate, segment, train
+from pipelines.segmentation.manifest import manifest_classes, read_manifest
+from tests.helpers import png_bytes
+
+pytestmark = pytest.mark.integration
+
+TINY_RUN = ["--arch", "deeplabv2", "--backbone", "resnet50", "--output-stride", "16", "--crop-size", "32",
+            "--batch-size", "2", "--iterations", "2", "--val-every", "2", "--lr", "0.005", "--head-lr-multiplier", "1",
+            "--workers", "1"]
+
+
+# Each training run costs ~40 s of Ray Train start-up here: the three layouts users bring most train for real; ADE20K
+# and labelme reach the same training code (their samples are read by the same read tasks, tests/test_layouts.py) and
+# are evaluated and segmented with a checkpoint of their classes.
+@pytest.mark.parametrize("layout", ["cityscapes", "pairs", "coco"])
+def test_a_root_in_each_layout_trains_with_its_classes(ray_cluster, tmp_path, layout, capsys):
+    root, run = str(tmp_path / "data"), str(tmp_path / "run")
+    generate(root, num_images=6, size=40, num_classes=3, seed=11, layout=layout)
+    expected = layout_classes(layout, 3)
+
+    assert train.main(["--data", root, "--val-data", root, "--output", run, *TINY_RUN]) == 0
+    assert f"({layout} layout)" in capsys.readouterr().out
+    spec = load_checkpoint(run).spec
+    assert spec.class_names == expected.names and spec.class_colours == expected.colours
+    _evaluate_and_segment(root, run, tmp_path, layout)
+
+
+@pytest.mark.parametrize("layout", ["ade20k", "labelme"])
+def test_a_root_in_each_layout_evaluates_and_segments_with_its_classes(ray_cluster, tmp_path, layout):
+    root, run = str(tmp_path / "data"), str(tmp_path / "model.pt")
+    generate(root, num_images=6, size=40, num_classes=3, seed=11, layout=layout)
+    classes = open_dataset(root, "train").classes
+    spec = ModelSpec("deeplabv2", "resnet50", 16, len(classes), classes.names, class_colours=classes.colours)
+    torch.manual_seed(0)
+    save_checkpoint(run, spec.build(), spec.to_config())
+    _evaluate_and_segment(root, run, tmp_path, layout)
+
+
+def _evaluate_and_segment(root: str, run: str, tmp_path, layout: str) -> None:
+    expected = layout_classes(layout, 3)
+    report_folder = str(tmp_path / "evaluation")
+    assert evaluate.main(["--data", root, "--checkpoint", run, "--output", report_folder, "--no-crf"]) == 0
+    report = json.loads(read_bytes(f"{report_folder}/report.json"))
+    assert report["layout"] == layout and report["images"] == 2 and not report["failed"]
+    assert set(report["without_crf"]["per_class_iou"]) == set(expected.names)
+
+    images = [sample.image for sample in open_dataset(root, "val").samples]
+    listing = str(tmp_path / "inputs.txt")
+    write_bytes(listing, "\n".join(images).encode())
+    output = str(tmp_path / "segmented")
+    assert segment.main(["--input", listing, "--output", output, "--checkpoint", run, "--no-crf"]) == 0
+    manifest = read_manifest(output)
+    assert manifest.column("status").to_pylist() == ["ok", "ok"]
+    mask = Image.open(io.BytesIO(read_bytes(manifest.column("mask_uri")[0].as_py())))
+    palette = np.asarray(mask.getpalette()[: 3 * len(expected)]).reshape(-1, 3)
+    assert [tuple(colour) for colour in palette] == list(expected.colours)  # road is (128, 64, 128) in cityscapes
+    written = parquet.read_schema(next((tmp_path / "segmented" / "manifest").rglob("*.parquet")))
+    assert manifest_classes(written) == list(expected.names)
+
+
+def test_a_bad_mask_in_a_pairs_root_is_refused_in_one_line_naming_it(ray_cluster, tmp_path, capsys):
+    root = tmp_path / "pairs"
+    generate(str(root), num_images=6, size=40, num_classes=3, seed=11, layout="pairs")
+    bad = root / "masks" / "train" / "synthetic_00000.png"  # the first listed: read before any worker starts
+    write_bytes(str(bad), png_bytes(Image.fromarray(np.full((40, 40), 7, np.uint8))))
+    assert train.main(["--data", str(root), "--output", str(tmp_path / "run"), *TINY_RUN]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {bad}: mask holds class ids [7] but num_classes is 3 (valid: 0..2, and 255 = ignore)"]
