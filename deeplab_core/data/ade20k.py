@@ -104,11 +104,11 @@ def _list_split(root: str, split: str, options: ListOptions) -> list[Sample]:
 
 def _read_label(sample: Sample, image_shape: tuple[int, int]) -> np.ndarray:
     annotation = decode_mask(read_bytes(sample.label), sample.label)
-    unknown = np.unique(annotation[annotation > len(ADE20K_NAMES)])
-    if unknown.size:
+    if annotation.max(initial=0) > len(ADE20K_NAMES):
+        unknown = np.unique(annotation[annotation > len(ADE20K_NAMES)])
         raise DatasetError(f"{sample.label}: holds values {unknown.tolist()[:5]}, which are no ADE20K classes "
                            f"(0 = other, 1..{len(ADE20K_NAMES)})")
-    return ANNOTATION_TO_CLASS[annotation]
+    return np.take(ANNOTATION_TO_CLASS, annotation)
 
 
 def _write(root: str, splits: dict[str, list[SyntheticScene]], classes: ClassList) -> None:

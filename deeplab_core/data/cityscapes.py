@@ -76,11 +76,11 @@ def _list_split(root: str, split: str, options: ListOptions) -> list[Sample]:
 
 def _read_label(sample: Sample, image_shape: tuple[int, int]) -> np.ndarray:
     label_ids = decode_mask(read_bytes(sample.label), sample.label)
-    unknown = np.unique(label_ids[label_ids > MAX_LABEL_ID])
-    if unknown.size:
+    if label_ids.max(initial=0) > MAX_LABEL_ID:
+        unknown = np.unique(label_ids[label_ids > MAX_LABEL_ID])
         raise DatasetError(f"{sample.label}: holds values {unknown.tolist()[:5]}, which are no Cityscapes label ids "
                            f"(0..{MAX_LABEL_ID}); is it a *{LABEL_SUFFIX}.png file?")
-    return LABEL_TO_TRAIN_ID[label_ids]
+    return np.take(LABEL_TO_TRAIN_ID, label_ids)
 
 
 def _write(root: str, splits: dict[str, list[SyntheticScene]], classes: ClassList) -> None:
