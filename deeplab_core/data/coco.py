@@ -19,7 +19,7 @@ import numpy as np
 from deeplab_core.classes import ClassList
 from deeplab_core.data.layout import DatasetError, Layout, ListOptions, Sample, SyntheticScene
 from deeplab_core.data.polygons import check_polygon, clip_polygon, pil_to_corner_coordinates
-from deeplab_core.io import encode_jpeg, exists, join_uri, list_files, read_text, relative_path, write_bytes
+from deeplab_core.io import encode_jpeg, exists, join_uri, list_files, list_relative, read_text, write_bytes
 from deeplab_core.labels import IGNORE_INDEX
 
 IMAGE_DIR, ANNOTATION_DIR = "images", "annotations"
@@ -74,14 +74,14 @@ def _list_split(root: str, split: str, options: ListOptions) -> list[Sample]:
     document = _load(uri)
     class_ids = _class_ids(document)
     image_folder = join_uri(root, IMAGE_DIR)
-    on_disk = {relative_path(image_folder, path): path for path in list_files(image_folder)}
+    on_disk = list_relative(image_folder) if exists(image_folder) else {}
     images: dict = {}
     for entry in document["images"]:
         name = str(entry.get("file_name", ""))
-        found = on_disk.get(name) or on_disk.get(f"{split}/{name}")
-        if found is None:
+        relative = name if name in on_disk else f"{split}/{name}"
+        if relative not in on_disk:
             raise DatasetError(f"{uri}: image {entry.get('id')} names {name!r}, which is not under {image_folder}")
-        images[entry["id"]] = {"uri": found, "width": int(entry["width"]), "height": int(entry["height"]),
+        images[entry["id"]] = {"uri": on_disk[relative], "key": posixpath.splitext(relative)[0], "width": int(entry["width"]), "height": int(entry["height"]),
                                "annotations": []}
     for annotation in document["annotations"]:
         where = f"{uri}: annotation {annotation.get('id')}"
@@ -106,9 +106,8 @@ def _list_split(root: str, split: str, options: ListOptions) -> list[Sample]:
         raise DatasetError(f"{uri} lists no images")
     samples = []
     for image in sorted(images.values(), key=lambda image: image["uri"]):
-        key = posixpath.splitext(relative_path(image_folder, image["uri"]))[0]
         annotation = json.dumps({k: image[k] for k in ("width", "height", "annotations")}, separators=(",", ":"))
-        samples.append(Sample(image["uri"], uri, COCO.name, key, annotation))
+        samples.append(Sample(image["uri"], uri, COCO.name, image["key"], annotation))
     return samples
 
 

@@ -20,20 +20,22 @@ from deeplab_core.classes import CLASS_NAMES_FILE, ClassList, read_class_file
 from deeplab_core.data.layout import DatasetError, Layout, ListOptions, Sample, SyntheticScene
 from deeplab_core.data.listing import SPLITS_DIR, free_splits, read_many, split_keys
 from deeplab_core.data.polygons import check_points, clip_polygon
-from deeplab_core.io import encode_jpeg, exists, join_uri, list_files, relative_path, write_bytes
+from deeplab_core.io import encode_jpeg, exists, join_uri, list_relative, write_bytes
 from deeplab_core.labels import IGNORE_INDEX
 
 IGNORE_LABEL, BACKGROUND = "__ignore__", "background"
 SHAPE_TYPES = ("polygon", "rectangle", "circle")
 
 
-def _annotation_files(root: str) -> list[str]:
-    splits = join_uri(root, SPLITS_DIR) + "/"
-    return [uri for uri in list_files(root, {".json"}) if not uri.startswith(splits)] if exists(root) else []
+def _annotation_files(root: str, listing: dict[str, str] | None = None) -> dict[str, str]:
+    """``{path relative to root: URI}`` of the labelme JSONs under ``root`` (``listing``: its files, if known)."""
+    listing = listing if listing is not None else (list_relative(root) if exists(root) else {})
+    return {relative: uri for relative, uri in listing.items()
+            if relative.lower().endswith(".json") and not relative.startswith(SPLITS_DIR + "/")}
 
 
 def _detect(root: str) -> bool:
-    files = _annotation_files(root)
+    files = list(_annotation_files(root).values())
     if not files:
         return False
     try:
@@ -43,10 +45,10 @@ def _detect(root: str) -> bool:
     return isinstance(first, dict) and "shapes" in first and "imagePath" in first
 
 
-def _documents(root: str) -> dict[str, dict]:
+def _documents(root: str, listing: dict[str, str] | None = None) -> dict[str, dict]:
     """Every labelme JSON under ``root``, parsed, by URI (read concurrently on object stores)."""
     documents = {}
-    for uri, data in read_many(_annotation_files(root)).items():
+    for uri, data in read_many(list(_annotation_files(root, listing).values())).items():
         try:
             document = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -69,15 +71,19 @@ def _class_list(root: str, documents: dict[str, dict]) -> ClassList:
 
 
 def _list_split(root: str, split: str, options: ListOptions) -> list[Sample]:
-    documents = _documents(root)
+    listing = list_relative(root)
+    relative_of = {uri: relative for relative, uri in listing.items()}
+    documents = _documents(root, listing)
     classes = _class_list(root, documents)
     class_ids = {name: index for index, name in enumerate(classes.names)} | {IGNORE_LABEL: IGNORE_INDEX}
-    files = set(list_files(root))
     by_key: dict[str, Sample] = {}
     for uri, document in documents.items():
-        image = _image_uri(root, uri, str(document["imagePath"]))
-        if image not in files:
-            raise DatasetError(f"{uri}: its imagePath {document['imagePath']!r} names {image}, which does not exist")
+        image_path = posixpath.normpath(posixpath.join(posixpath.dirname(relative_of[uri]),
+                                                       str(document["imagePath"]).replace("\\", "/")))
+        if image_path not in listing:
+            raise DatasetError(f"{uri}: its imagePath {document['imagePath']!r} names {join_uri(root, image_path)}, "
+                               "which does not exist")
+        image = listing[image_path]
         width, height = int(document.get("imageWidth", 0)), int(document.get("imageHeight", 0))
         shapes = []
         for number, shape in enumerate(document["shapes"]):
@@ -94,16 +100,10 @@ def _list_split(root: str, split: str, options: ListOptions) -> list[Sample]:
                 raise DatasetError(f"{where}: a {kind} with {len(points)} points")
             check_points(points, width, height, where)
             shapes.append({"class": class_ids[label], "kind": kind, "points": points})
-        key = relative_path(root, uri)[: -len(".json")]
+        key = relative_of[uri][: -len(".json")]
         annotation = json.dumps({"width": width, "height": height, "shapes": shapes}, separators=(",", ":"))
         by_key[key] = Sample(image, uri, LABELME.name, key, annotation)
     return [by_key[key] for key in split_keys(root, split, by_key, options, "labelme JSON")]
-
-
-def _image_uri(root: str, annotation_uri: str, image_path: str) -> str:
-    folder = posixpath.dirname(relative_path(root, annotation_uri))
-    relative = posixpath.normpath(posixpath.join(folder, image_path.replace("\\", "/")))
-    return join_uri(root, relative)
 
 
 def _classes(root: str, samples) -> ClassList:

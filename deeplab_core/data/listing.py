@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from deeplab_core.data.layout import DatasetError, ListOptions
-from deeplab_core.io import exists, filesystem, join_uri, list_files, read_text, relative_path
+from deeplab_core.io import exists, filesystem, join_uri, list_files, list_relative, read_text
 
 SPLITS_DIR = "splits"
 TRAIN, VAL = "train", "val"
@@ -28,11 +28,11 @@ def files_by_key(folder: str, extensions: Iterable[str], suffix: str = "") -> di
         return {}
     wanted = tuple(e.lower() for e in extensions)
     found: dict[str, str] = {}
-    for uri in list_files(folder):
-        stem, extension = posixpath.splitext(uri)
+    for relative, uri in list_relative(folder).items():
+        stem, extension = posixpath.splitext(relative)
         if extension.lower() not in wanted or not stem.endswith(suffix):
             continue
-        key = relative_path(folder, stem[: len(stem) - len(suffix)] if suffix else stem)
+        key = stem[: len(stem) - len(suffix)] if suffix else stem
         if key in found:
             raise DatasetError(f"{uri} and {found[key]} are one sample under two extensions: keep one")
         found[key] = uri

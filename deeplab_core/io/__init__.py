@@ -22,6 +22,7 @@ from deeplab_core.io.uri import (
     is_dir,
     join_uri,
     list_files,
+    list_relative,
     normalize_uri,
     protocol_of,
     read_bytes,
@@ -34,7 +35,7 @@ from deeplab_core.io.uri import (
 
 __all__ = [
     "AWS_VARIABLES", "IGNORE_INDEX", "VOC_COLORMAP", "ImageDecodeError", "decode_image", "decode_mask", "encode_jpeg",
-    "encode_palette_png", "encode_png", "exists", "filesystem", "is_dir", "join_uri", "list_files", "normalize_uri", "overlay", "palette_of",
+    "encode_palette_png", "encode_png", "exists", "filesystem", "is_dir", "join_uri", "list_files", "list_relative", "normalize_uri", "overlay", "palette_of",
     "protocol_of", "read_bytes", "read_text", "relative_path", "resize_image", "resize_labels", "s3_options", "s3_variables",
     "voc_colormap", "write_bytes",
 ]

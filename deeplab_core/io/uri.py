@@ -124,6 +124,17 @@ def list_files(uri: str, extensions: Iterable[str] | None = None) -> list[str]:
     return sorted(found)
 
 
+def list_relative(uri: str) -> dict[str, str]:
+    """``{path relative to uri: file URI}`` of every file under the folder or prefix ``uri`` (recursively), in one
+    listing: what matching files by relative path needs, without a per-file ``relative_path``."""
+    fs, root = filesystem(uri)
+    if not fs.exists(root):
+        raise FileNotFoundError(f"{uri}: no such folder or prefix")
+    prefix = root.rstrip("/") + "/"
+    return {path[len(prefix):]: _in_style_of(uri, fs, path) for path in sorted(fs.find(root))
+            if path.startswith(prefix)}
+
+
 def relative_path(root_uri: str, file_uri: str) -> str:
     """``file_uri``'s path relative to the folder ``root_uri`` (forward slashes)."""
     _, root = filesystem(root_uri)
