@@ -220,6 +220,10 @@ def test_an_unknown_or_ambiguous_root_lists_the_layouts(tmp_path):
         detect_layout(str(tmp_path / "both"))
     with pytest.raises(DatasetError, match="no such folder"):
         detect_layout(str(tmp_path / "missing"))
+    with pytest.raises(DatasetError, match="both/images: no images found"):  # named, pairs is listed: no ambiguity
+        open_dataset(str(tmp_path / "both"), "train", layout="pairs")
+    with pytest.raises(DatasetError, match="is not laid out as --layout coco expects: annotations/<split>.json"):
+        open_dataset(str(tmp_path / "both"), "train", layout="coco")
 
 
 def test_old_checkpoints_without_colours_take_the_voc_colour_map():

@@ -75,6 +75,8 @@ def open_dataset(root: str, split: str, layout: str | None = None, num_classes: 
     A dataset naming none takes ``num_classes`` (PASCAL VOC's names for 21, else the ids; 21 without it). A VOC
     dataset whose ``classes.txt`` does not fit ``num_classes`` takes the ids, as before; any other refuses."""
     chosen = layout_named(layout) if layout else detect_layout(root)
+    if layout and not chosen.detect(root):
+        raise DatasetError(f"{root} is not laid out as --layout {layout} expects: {chosen.expects}")
     samples = chosen.list_split(root, split, options)
     if not samples:
         raise DatasetError(f"{root}: split {split!r} holds no samples")
