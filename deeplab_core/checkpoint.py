@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,16 +37,20 @@ def model_config(model: nn.Module, class_names: list[str] | None = None,
     return ModelSpec.of_model(model, class_names, mean, std).to_config()
 
 
-def save_checkpoint(uri: str, model: nn.Module, config: dict[str, Any] | None = None, **training_state: Any) -> None:
-    """Write ``model`` (unwrapped from DDP), its config and any extra training state to one file at ``uri``."""
+def save_checkpoint(uri: str, model: nn.Module, spec: ModelSpec | Mapping[str, Any] | None = None,
+                    **training_state: Any) -> None:
+    """Write ``model`` (unwrapped from DDP), its ``spec`` (``ModelSpec.of_model``'s without one; an on-disk config
+    dict is accepted as written by earlier versions) and any extra training state to one file at ``uri``."""
     net = unwrap(model)
-    config = config or model_config(net)
-    try:
-        ModelSpec.from_config(config)
-    except (KeyError, ValueError) as err:
-        raise CheckpointError(f"{uri}: {str(err).strip(chr(39))}") from None
+    if spec is None:
+        spec = ModelSpec.of_model(net)
+    elif not isinstance(spec, ModelSpec):
+        try:
+            spec = ModelSpec.from_config(spec)
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"{uri}: {str(err).strip(chr(39))}") from None
     buffer = io.BytesIO()
-    torch.save({"model_state": net.state_dict(), "config": dict(config), **training_state}, buffer)
+    torch.save({"model_state": net.state_dict(), "config": spec.to_config(), **training_state}, buffer)
     write_bytes(uri, buffer.getvalue())
 
 
@@ -67,13 +72,13 @@ def resolve_checkpoint_uri(uri: str) -> str:
 class Checkpoint:
     uri: str
     digest: str  # sha256 of the file's bytes, first 16 hex digits: names the exact weights a result came from
-    config: dict[str, Any]  # the model's description as the file holds it
+    spec: ModelSpec  # the model's description (checked when the checkpoint was loaded)
     state: dict[str, Any]  # everything in the file: model_state, config, training state
 
     @property
-    def spec(self) -> ModelSpec:
-        """The model's description, typed (checked when the checkpoint was loaded)."""
-        return ModelSpec.from_config(self.config)
+    def config(self) -> dict[str, Any]:
+        """The spec as the on-disk ``config`` dict (with the keys later versions added, filled in)."""
+        return self.spec.to_config()
 
 
 def load_checkpoint(uri: str) -> Checkpoint:
@@ -92,10 +97,10 @@ def load_checkpoint(uri: str) -> Checkpoint:
     if not isinstance(state, dict) or "model_state" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a deeplab-ray checkpoint (needs 'model_state' and 'config')")
     try:
-        ModelSpec.from_config(state["config"])
+        spec = ModelSpec.from_config(state["config"])
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"{path}: {str(err).strip(chr(39))}") from None
-    return Checkpoint(uri=path, digest=hashlib.sha256(data).hexdigest()[:16], config=state["config"], state=state)
+    return Checkpoint(uri=path, digest=hashlib.sha256(data).hexdigest()[:16], spec=spec, state=state)
 
 
 def build_from_checkpoint(checkpoint: Checkpoint) -> DeepLab:

@@ -59,7 +59,7 @@ def convert_torchvision_weights(backbone: str, output: str, weights: str | Path 
     except RuntimeError as err:
         details = " ".join(str(err).split())[:240]
         raise ValueError(f"{path}: not torchvision's DeepLab-v3 {backbone} weights ({details})") from None
-    save_checkpoint(output, model, spec.to_config(), source=str(path))
+    save_checkpoint(output, model, spec, source=str(path))
     return spec
 
 

@@ -127,7 +127,7 @@ def run(config: TrainConfig) -> int:
     spec = ModelSpec(config.arch, config.backbone, config.output_stride, num_classes, classes.names,
                      class_colours=classes.colours)
     plan = WorkerPlan(replace(config, num_classes=num_classes, val_every=min(config.val_every, config.iterations)),
-                      spec.to_config(), has_val=val_set is not None)
+                      spec, has_val=val_set is not None)
     storage_path, storage_filesystem = pyarrow_storage(config.output)
     scoring = {"checkpoint_score_attribute": "val_miou", "checkpoint_score_order": "max"} if val_set else {}
     trainer = TorchTrainer(
@@ -202,7 +202,7 @@ def export_best_model(result, output: str, by_miou: bool) -> str:
         best = load_checkpoint(folder)
     # Rebuilt and re-saved without the optimizer state: an inference checkpoint, its weights checked by a strict load.
     model = build_from_checkpoint(best)
-    save_checkpoint(join_uri(output, BEST_MODEL_FILE), model, best.config, iteration=best.state["iteration"],
+    save_checkpoint(join_uri(output, BEST_MODEL_FILE), model, best.spec, iteration=best.state["iteration"],
                     metrics=best.state["metrics"])
     described = f"iteration {metrics.get('iteration')}"
     if "val_miou" in metrics:

@@ -50,7 +50,7 @@ def test_a_root_in_each_layout_evaluates_and_segments_with_its_classes(ray_clust
     classes = open_dataset(root, "train").classes
     spec = ModelSpec("deeplabv2", "resnet50", 16, len(classes), classes.names, class_colours=classes.colours)
     torch.manual_seed(0)
-    save_checkpoint(run, spec.build(), spec.to_config())
+    save_checkpoint(run, spec.build(), spec)
     _evaluate_and_segment(root, run, tmp_path, layout)
 
 

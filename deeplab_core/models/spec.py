@@ -6,7 +6,7 @@ A checkpoint stores it as its ``config`` dict (the on-disk format DESIGN.md fixe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from torch import nn
@@ -15,7 +15,6 @@ from deeplab_core.classes import Colour, default_colours
 from deeplab_core.models.backbone import IMAGENET_MEAN, IMAGENET_STD, OUTPUT_STRIDES
 from deeplab_core.models.deeplab import ARCHS, BACKBONES, DeepLab, build_model, unwrap
 
-SPEC_KEYS = ("arch", "backbone", "output_stride", "num_classes", "class_names", "mean", "std")
 # Keys later versions added: a checkpoint without them still loads (class_colours: the VOC colour map's).
 OPTIONAL_SPEC_KEYS = ("class_colours",)
 
@@ -79,6 +78,10 @@ class ModelSpec:
     def build(self, pretrained_backbone: str | bool = False) -> DeepLab:
         """The model, freshly initialised (ImageNet backbone weights with ``pretrained_backbone``)."""
         return build_model(self.arch, self.backbone, self.output_stride, self.num_classes, pretrained_backbone)
+
+
+# The on-disk config's keys, one per field; those a checkpoint must hold are every field but the optional ones.
+SPEC_KEYS = tuple(field.name for field in fields(ModelSpec) if field.name not in OPTIONAL_SPEC_KEYS)
 
 
 def _plain(value: Any) -> Any:

@@ -23,7 +23,7 @@ from deeplab_core.models import unwrap
 from deeplab_core.inference import normalize
 from deeplab_core.io import join_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
-from deeplab_core.models import build_model
+from deeplab_core.models import ModelSpec
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.runner import ModelRunner
 from deeplab_core.msc import msc_losses
@@ -38,10 +38,10 @@ PREFETCH_BATCHES = 4
 @dataclass(frozen=True)
 class WorkerPlan:
     """What the driver hands every worker: the run's configuration (class count resolved), the model's
-    self-description for its checkpoints, and whether there is a validation set."""
+    description (what it builds, and what its checkpoints record), and whether there is a validation set."""
 
     config: TrainConfig
-    model_config: dict
+    spec: ModelSpec
     has_val: bool
 
 
@@ -115,9 +115,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     config = plan.config
     # A performance note from DDP about 1x1-convolution gradient layouts, printed by every worker: noise in the logs.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    worker = setup_worker(config)
+    worker = setup_worker(config, plan.spec)
     restore(worker)
-    class_names = plan.model_config["class_names"]
+    class_names = plan.spec.class_names
     log = TrainingLog.resume(config.output, class_names, worker.iteration) if worker.rank == 0 else None
 
     train_shard = ray.train.get_dataset_shard("train")
@@ -158,12 +158,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 if log is not None:
                     log.add(metrics)
                     log.write()
-                save_and_report(worker, metrics, plan.model_config)
+                save_and_report(worker, metrics, plan.spec)
 
     write_worker_report(config.output, worker, seen, throughput.steady(worker.iteration))
 
 
-def setup_worker(config: TrainConfig) -> WorkerState:
+def setup_worker(config: TrainConfig, spec: ModelSpec) -> WorkerState:
     """The model (pretrained backbone, BatchNorm policy, channels_last on GPUs, wrapped for DDP), its optimizer with
     the 10x head, the poly schedule and the AMP scaler."""
     import ray.train
@@ -173,8 +173,7 @@ def setup_worker(config: TrainConfig) -> WorkerState:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     pretrained = config.pretrained_backbone
-    model = build_model(config.arch, config.backbone, config.output_stride, config.num_classes,
-                        pretrained_backbone=True if pretrained == "cache" else (pretrained or False))
+    model = spec.build(pretrained_backbone=True if pretrained == "cache" else (pretrained or False))
     if config.freeze_bn:
         freeze_batchnorm(model)
     elif config.sync_bn and world_size > 1:
@@ -270,14 +269,14 @@ def evaluate_shard(model: torch.nn.Module, shard, num_classes: int, device: torc
     return ConfusionMatrix(num_classes, counts.cpu().numpy())
 
 
-def save_and_report(worker: WorkerState, metrics: dict, model_config: dict) -> None:
+def save_and_report(worker: WorkerState, metrics: dict, spec: ModelSpec) -> None:
     """Report ``metrics`` to Ray Train with a checkpoint (model, optimizer, schedule, scaler, iteration)."""
     import ray.train
 
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = None
         if worker.rank == 0:  # DDP keeps the weights identical on every worker: one copy is enough
-            save_checkpoint(str(Path(folder) / CHECKPOINT_FILE), worker.model, model_config,
+            save_checkpoint(str(Path(folder) / CHECKPOINT_FILE), worker.model, spec,
                             optimizer_state=worker.optimizer.state_dict(),
                             scheduler_state=worker.scheduler.state_dict(), scaler_state=worker.scaler.state_dict(),
                             iteration=worker.iteration, best_miou=worker.best_miou, metrics=metrics)
