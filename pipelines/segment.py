@@ -35,7 +35,7 @@ from pipelines.common.options import (
 from pipelines.common.runtime import check_cluster_address, check_writable, refuse
 from pipelines.segmentation.sizing import crf_sizing_line
 from pipelines.segmentation.stages import MAX_ROWS_PER_BLOCK, TASK_RETRIES, describe
-from pipelines.segmentation.writers import MASKS_DIR, OverlayWriter
+from pipelines.segmentation.writers import MASKS_DIR, OUTPUT_FORMATS, OverlayWriter, mask_writers
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class SegmentConfig:
     resources: ModelResources = ModelResources()
     overlay: bool = False
     rows_per_block: int | None = None
+    output_format: str = "png"  # OUTPUT_FORMATS
 
 
 def parse_args(argv: list[str] | None = None) -> SegmentConfig:
@@ -60,12 +61,15 @@ def parse_args(argv: list[str] | None = None) -> SegmentConfig:
                         help="where masks/, overlays/ and manifest/ go (never listed as input, even inside --input)")
     add_model_options(parser, crf_default=True)
     parser.add_argument("--overlay", action="store_true", help="also write colour overlays to <output>/overlays/")
+    parser.add_argument("--output-format", choices=OUTPUT_FORMATS, default=SegmentConfig.output_format,
+                        help="the mask as a palette PNG under <output>/masks/ (png), as COCO run-length encodings per "
+                             "class in the manifest's rle column (rle), or both")
     parser.add_argument("--rows-per-block", type=positive_int, default=None,
                         help=f"inputs per Ray Data block (default: enough blocks for every CPU, at most "
                              f"{MAX_ROWS_PER_BLOCK}); a crash loses at most the blocks in flight")
     args = parser.parse_args(argv)
     return SegmentConfig(args.input, args.output, args.checkpoint, inference_settings(args, parser),
-                         model_resources(args), args.overlay, args.rows_per_block)
+                         model_resources(args), args.overlay, args.rows_per_block, args.output_format)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,9 +152,11 @@ def run_pipeline(config: SegmentConfig, todo: list[dict], checkpoint) -> None:
         dataset = dataset.repartition(target_num_rows_per_block=per_block)  # CRF rows travel one per block
     # batch_size=None: one batch per block, so finished blocks reach the manifest without waiting for others
     spec = checkpoint.spec
-    extra = [OverlayWriter(spec.class_colours, spec.class_names)] if config.overlay else []
-    dataset = dataset.map_batches(ManifestWriter(config.output, spec, checkpoint.digest,
-                                                 crf, extra), batch_size=None, **TASK_RETRIES)
+    writers = mask_writers(config.output_format, spec.class_colours)
+    if config.overlay:
+        writers.append(OverlayWriter(spec.class_colours, spec.class_names))
+    dataset = dataset.map_batches(ManifestWriter(config.output, spec, checkpoint.digest, crf, writers),
+                                  batch_size=None, **TASK_RETRIES)
     path, filesystem = pyarrow_storage(run_folder(config.output))
     # A block whose task failed twice is skipped instead of failing the job; main() records its inputs as errors.
     # Set for this run only: the context is the process's, and a training run in it must not skip bad data.

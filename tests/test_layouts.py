@@ -232,3 +232,16 @@ def test_old_checkpoints_without_colours_take_the_voc_colour_map():
     config = ModelSpec("deeplabv2", "resnet50", 16, 3).to_config()
     del config["class_colours"]
     assert ModelSpec.from_config(config).class_colours == ((0, 0, 0), (128, 0, 0), (0, 128, 0))
+
+
+def test_rle_writer_round_trips_the_png_mask(tmp_path):
+    from pipelines.segmentation.writers import MaskWriter, RLEWriter, decode_rle
+
+    rng = np.random.default_rng(3)
+    mask = make_scene(rng, "", 48, 5).mask.copy()
+    mask[:2, :2] = 255
+    written = MaskWriter(ClassList(("a", "b", "c", "d", "e")).colours).write(str(tmp_path), "x.png", None, mask, mask)
+    png = np.asarray(Image.open(written["mask_uri"]))
+    rle = RLEWriter().write(str(tmp_path), "x.png", None, mask, mask)["rle"]
+    assert sorted(entry["class_id"] for entry in rle) == sorted(np.unique(mask).tolist())
+    assert np.array_equal(decode_rle(rle, 48, 48), png) and np.array_equal(png, mask)

@@ -18,6 +18,7 @@ from deeplab_core.io import read_bytes, write_bytes
 from deeplab_core.synthetic import generate, layout_classes
 from pipelines import evaluate, segment, train
 from pipelines.segmentation.manifest import manifest_classes, read_manifest
+from pipelines.segmentation.writers import decode_rle
 from tests.helpers import png_bytes
 
 pytestmark = pytest.mark.integration
@@ -66,10 +67,13 @@ def _evaluate_and_segment(root: str, run: str, tmp_path, layout: str) -> None:
     listing = str(tmp_path / "inputs.txt")
     write_bytes(listing, "\n".join(images).encode())
     output = str(tmp_path / "segmented")
-    assert segment.main(["--input", listing, "--output", output, "--checkpoint", run, "--no-crf"]) == 0
+    assert segment.main(["--input", listing, "--output", output, "--checkpoint", run, "--no-crf",
+                         "--output-format", "both"]) == 0
     manifest = read_manifest(output)
     assert manifest.column("status").to_pylist() == ["ok", "ok"]
     mask = Image.open(io.BytesIO(read_bytes(manifest.column("mask_uri")[0].as_py())))
+    row = manifest.slice(0, 1).to_pylist()[0]
+    assert np.array_equal(decode_rle(row["rle"], row["height"], row["width"]), np.asarray(mask))
     palette = np.asarray(mask.getpalette()[: 3 * len(expected)]).reshape(-1, 3)
     assert [tuple(colour) for colour in palette] == list(expected.colours)  # road is (128, 64, 128) in cityscapes
     written = parquet.read_schema(next((tmp_path / "segmented" / "manifest").rglob("*.parquet")))

@@ -133,11 +133,18 @@ def _read_label(sample: Sample, image_shape: tuple[int, int]) -> np.ndarray:
             rle = coco_mask.frPyObjects(segmentation, height, width)
         else:
             rle = segmentation
-        with warnings.catch_warnings():  # pycocotools 2.0's decode warns of NumPy 2's copy keyword, harmlessly
-            warnings.simplefilter("ignore", DeprecationWarning)
-            covered = coco_mask.decode(rle).astype(bool)
+        covered = decode_rle(rle)
         label[covered] = IGNORE_INDEX if annotation["crowd"] else annotation["class"]
     return label
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """A COCO run-length encoding (``size`` and compressed ``counts``) as an H x W boolean mask, by pycocotools."""
+    from pycocotools import mask as coco_mask
+
+    with warnings.catch_warnings():  # pycocotools 2.0's decode warns of NumPy 2's copy keyword, harmlessly
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return coco_mask.decode(rle).astype(bool)
 
 
 def _write(root: str, splits: dict[str, list[SyntheticScene]], classes: ClassList) -> None:

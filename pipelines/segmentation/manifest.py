@@ -35,7 +35,18 @@ SCHEMA = pa.schema([
     ("seconds_crf", pa.float64()),
     ("precision", pa.string()),  # the model's arithmetic: fp32, bf16 or fp16
     ("crf_labels", pa.int32()),  # how many labels the image's CRF ran over (its cost); null without the CRF
+    ("overlay_uri", pa.string()),  # with --overlay
+    # with --output-format rle|both: per class present, COCO's compressed run-length encoding of its pixels
+    ("rle", pa.list_(pa.struct([("class_id", pa.int32()), ("counts", pa.string())]))),
 ])
+
+
+def empty_record(uri: str, **values) -> dict:
+    """A manifest row of ``uri`` with every column of ``SCHEMA`` null but ``values`` (which must be columns)."""
+    unknown = set(values) - set(SCHEMA.names)
+    if unknown:
+        raise KeyError(f"not manifest columns: {sorted(unknown)}")
+    return {**dict.fromkeys(SCHEMA.names), "uri": uri, **values}
 
 
 # The schema's metadata names the model's classes, so that a manifest read alone says what class_pixels[i] counts.
@@ -107,8 +118,8 @@ def record_errors(output: str, errors: dict[str, str], crf: bool, model: str) ->
     """Error rows for inputs that no stage reported (their worker died): written as one more run file."""
     if not errors:
         return
-    rows = [{"uri": uri, "status": "error", "error": message, "crf": crf, "model": model, "seconds_model": 0.0,
-             "seconds_crf": 0.0} for uri, message in errors.items()]
+    rows = [empty_record(uri, status="error", error=message, crf=crf, model=model, seconds_model=0.0,
+                         seconds_crf=0.0) for uri, message in errors.items()]
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), buffer)
     write_bytes(join_uri(run_folder(output), "unreported.parquet"), buffer.getvalue())

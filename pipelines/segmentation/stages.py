@@ -30,8 +30,8 @@ from deeplab_core.models import ModelSpec
 from deeplab_core.runner import ModelRunner
 from pipelines.common.options import ModelResources, model_stage_resources
 from pipelines.segmentation import columns
-from pipelines.segmentation.manifest import manifest_schema
-from pipelines.segmentation.writers import MaskWriter, OutputWriter
+from pipelines.segmentation.manifest import empty_record, manifest_schema
+from pipelines.segmentation.writers import OutputWriter
 
 _NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
 _NO_LOGITS = np.zeros((1, 1, 1), TRANSPORT_DTYPE)
@@ -172,27 +172,26 @@ class Refiner:
 
 
 class ManifestWriter:
-    """CPU task: each input's files straight to the output filesystem (the mask, then ``extra`` writers such as the
-    overlay); returns the manifest rows."""
+    """CPU task: each input's outputs straight to the output filesystem (``writers``: the mask as a PNG and/or RLE,
+    the overlay, ...); returns the manifest rows, each writer filling its own columns."""
 
     def __init__(self, output: str, spec: ModelSpec, model_digest: str, crf: bool,
-                 extra: Sequence[OutputWriter] = ()) -> None:
+                 writers: Sequence[OutputWriter]) -> None:
         self.output, self.num_classes, self.model_digest = output, spec.num_classes, model_digest
-        self.crf, self.extra = crf, tuple(extra)
+        self.crf, self.writers = crf, tuple(writers)
         self.labels_column = columns.LABELS_CRF if crf else columns.LABELS
-        self.mask_writer = MaskWriter(spec.class_colours)
         self.schema = manifest_schema(spec)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         rows = []
         for row in range(len(batch[columns.URI])):
             uri, error = str(batch[columns.URI][row]), str(batch[columns.ERROR][row])
-            record = {"uri": uri, "status": "error", "error": error or None, "width": None, "height": None,
-                      "mask_uri": None, "class_pixels": None, "crf": self.crf, "model": self.model_digest,
-                      "seconds_model": float(batch[columns.SECONDS_MODEL][row]),
-                      "seconds_crf": float(batch[columns.SECONDS_CRF][row]) if columns.SECONDS_CRF in batch else 0.0,
-                      "crf_labels": int(batch[columns.CRF_LABELS][row]) if self.crf and not error else None,
-                      "precision": str(batch[columns.PRECISION][row])}
+            record = empty_record(
+                uri, status="error", error=error or None, crf=self.crf, model=self.model_digest,
+                seconds_model=float(batch[columns.SECONDS_MODEL][row]),
+                seconds_crf=float(batch[columns.SECONDS_CRF][row]) if columns.SECONDS_CRF in batch else 0.0,
+                crf_labels=int(batch[columns.CRF_LABELS][row]) if self.crf and not error else None,
+                precision=str(batch[columns.PRECISION][row]))
             if not error:
                 try:
                     record.update(self._write(batch, row))
@@ -207,11 +206,11 @@ class ManifestWriter:
         labels = batch[self.labels_column][row]
         mask = resize_labels(labels, (height, width))
         image = batch[columns.IMAGE][row] if columns.IMAGE in batch else _NO_IMAGE
-        mask_uri = self.mask_writer.write(self.output, name, image, labels, mask)
-        for writer in self.extra:
-            writer.write(self.output, name, image, labels, mask)
+        written: dict = {}
+        for writer in self.writers:
+            written.update(writer.write(self.output, name, image, labels, mask))
         counts = np.bincount(mask.ravel(), minlength=self.num_classes)[: self.num_classes]
-        return {"status": "ok", "width": width, "height": height, "mask_uri": mask_uri,
+        return {**written, "status": "ok", "width": width, "height": height,
                 "class_pixels": counts.astype(np.int64).tolist()}
 
 
