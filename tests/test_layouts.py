@@ -125,7 +125,7 @@ def test_pairs_refusals_name_the_file(tmp_path):
         open_dataset(str(root), "train")
     os.remove(root / "images" / "train" / "synthetic_00000.png")
     os.remove(image)
-    with pytest.raises(DatasetError, match=f"{mask}: mask without an image"):
+    with pytest.raises(DatasetError, match=f"{mask}: mask without its image"):
         open_dataset(str(root), "train")
     write_bytes(str(image), encode_jpeg(np.zeros((32, 32, 3), np.uint8)))
     os.remove(mask)

@@ -11,7 +11,7 @@ import numpy as np
 
 from deeplab_core.classes import ClassList, lookup_table
 from deeplab_core.data.layout import IMAGE_EXTENSIONS, DatasetError, Layout, ListOptions, Sample, SyntheticScene
-from deeplab_core.data.listing import files_by_key
+from deeplab_core.data.listing import check_paired, files_by_key
 from deeplab_core.io import decode_mask, encode_jpeg, encode_png, exists, join_uri, read_bytes, write_bytes
 
 RELEASE_DIR, IMAGE_DIR, LABEL_DIR = "ADEChallengeData2016", "images", "annotations"
@@ -93,12 +93,8 @@ def _list_split(root: str, split: str, options: ListOptions) -> list[Sample]:
     labels = files_by_key(label_folder, (".png",))
     if not images:
         raise DatasetError(f"{image_folder}: no images found")
-    for key, uri in images.items():
-        if key not in labels:
-            raise DatasetError(f"{uri}: no annotation {join_uri(label_folder, key + '.png')}")
-    for key, uri in labels.items():
-        if key not in images:
-            raise DatasetError(f"{uri}: annotation without its image in {image_folder}")
+    check_paired(images, labels, "annotation", lambda key: join_uri(label_folder, key + ".png"),
+                 lambda key: join_uri(image_folder, key) + ".jpg")
     return [Sample(images[key], labels[key], ADE20K.name, key) for key in sorted(images)]
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from deeplab_core.classes import ClassList, lookup_table
 from deeplab_core.data.layout import DatasetError, Layout, ListOptions, Sample, SyntheticScene
-from deeplab_core.data.listing import files_by_key
+from deeplab_core.data.listing import check_paired, files_by_key
 from deeplab_core.io import decode_mask, encode_png, exists, join_uri, list_files, read_bytes, write_bytes
 
 IMAGE_DIR, LABEL_DIR = "leftImg8bit", "gtFine"
@@ -65,12 +65,8 @@ def _list_split(root: str, split: str, options: ListOptions) -> list[Sample]:
     labels = files_by_key(label_folder, (".png",), LABEL_SUFFIX)
     if not images:
         raise DatasetError(f"{image_folder}: no *{IMAGE_SUFFIX}.png images found")
-    for key, uri in images.items():
-        if key not in labels:
-            raise DatasetError(f"{uri}: no label {join_uri(label_folder, key + LABEL_SUFFIX + '.png')}")
-    for key, uri in labels.items():
-        if key not in images:
-            raise DatasetError(f"{uri}: label without its image {join_uri(image_folder, key + IMAGE_SUFFIX + '.png')}")
+    check_paired(images, labels, "label", lambda key: join_uri(label_folder, key + LABEL_SUFFIX + ".png"),
+                 lambda key: join_uri(image_folder, key + IMAGE_SUFFIX + ".png"))
     return [Sample(images[key], labels[key], CITYSCAPES.name, key) for key in sorted(images)]
 
 

@@ -6,7 +6,7 @@ keep them as lists of keys (``splits/<name>.txt``) or have none (every sample in
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -37,6 +37,18 @@ def files_by_key(folder: str, extensions: Iterable[str], suffix: str = "") -> di
             raise DatasetError(f"{uri} and {found[key]} are one sample under two extensions: keep one")
         found[key] = uri
     return found
+
+
+def check_paired(images: dict[str, str], labels: dict[str, str], what: str, label_of: Callable[[str], str],
+                 image_of: Callable[[str], str]) -> None:
+    """Refuse, naming the file, an image whose key has no label and a label whose key has no image; ``what`` names
+    the labels ("mask", "label"), ``label_of(key)`` and ``image_of(key)`` the file each key expects."""
+    for key, uri in images.items():
+        if key not in labels:
+            raise DatasetError(f"{uri}: no {what} {label_of(key)}")
+    for key, uri in labels.items():
+        if key not in images:
+            raise DatasetError(f"{uri}: {what} without its image {image_of(key)}")
 
 
 def listed_splits(root: str) -> list[str]:

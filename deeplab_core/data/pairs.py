@@ -13,7 +13,7 @@ import numpy as np
 
 from deeplab_core.classes import CLASS_NAMES_FILE, ClassList, read_class_file
 from deeplab_core.data.layout import IMAGE_EXTENSIONS, DatasetError, Layout, ListOptions, Sample, SyntheticScene
-from deeplab_core.data.listing import SPLITS_DIR, files_by_key, free_splits, split_keys
+from deeplab_core.data.listing import SPLITS_DIR, check_paired, files_by_key, free_splits, split_keys
 from deeplab_core.io import decode_mask, encode_jpeg, encode_palette_png, exists, join_uri, read_bytes, write_bytes
 
 IMAGE_DIR, MASK_DIR = "images", "masks"
@@ -29,12 +29,8 @@ def _list_split(root: str, split: str, options: ListOptions) -> list[Sample]:
     masks = files_by_key(mask_folder, (".png",))
     if not images:
         raise DatasetError(f"{image_folder}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})")
-    for key, uri in images.items():
-        if key not in masks:
-            raise DatasetError(f"{uri}: no mask {join_uri(mask_folder, key + '.png')}")
-    for key, uri in masks.items():
-        if key not in images:
-            raise DatasetError(f"{uri}: mask without an image {join_uri(image_folder, key)}.<ext>")
+    check_paired(images, masks, "mask", lambda key: join_uri(mask_folder, key + ".png"),
+                 lambda key: join_uri(image_folder, key) + ".<ext>")
     keys = split_keys(root, split, images, options, "pair")
     return [Sample(images[key], masks[key], PAIRS.name, key) for key in keys]
 
