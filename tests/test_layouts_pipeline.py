@@ -7,12 +7,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from pyarrow import parquet
 
-from deeplab_core.checkpoint import load_checkpoint, save_checkpoint
-from deeplab_core.models import ModelSpec
+from deeplab_core.checkpoint import load_checkpoint
 from deeplab_core.data import open_dataset
 from deeplab_core.io import read_bytes, write_bytes
 from deeplab_core.synthetic import generate, layout_classes
@@ -28,10 +26,7 @@ TINY_RUN = ["--arch", "deeplabv2", "--backbone", "resnet50", "--output-stride", 
             "--workers", "1"]
 
 
-# Each training run costs ~40 s of Ray Train start-up here: the three layouts users bring most train for real; ADE20K
-# and labelme reach the same training code (their samples are read by the same read tasks, tests/test_layouts.py) and
-# are evaluated and segmented with a checkpoint of their classes.
-@pytest.mark.parametrize("layout", ["cityscapes", "pairs", "coco"])
+@pytest.mark.parametrize("layout", ["cityscapes", "ade20k", "pairs", "coco", "labelme"])
 def test_a_root_in_each_layout_trains_with_its_classes(ray_cluster, tmp_path, layout, capsys):
     root, run = str(tmp_path / "data"), str(tmp_path / "run")
     generate(root, num_images=6, size=40, num_classes=3, seed=11, layout=layout)
@@ -41,17 +36,6 @@ def test_a_root_in_each_layout_trains_with_its_classes(ray_cluster, tmp_path, la
     assert f"({layout} layout)" in capsys.readouterr().out
     spec = load_checkpoint(run).spec
     assert spec.class_names == expected.names and spec.class_colours == expected.colours
-    _evaluate_and_segment(root, run, tmp_path, layout)
-
-
-@pytest.mark.parametrize("layout", ["ade20k", "labelme"])
-def test_a_root_in_each_layout_evaluates_and_segments_with_its_classes(ray_cluster, tmp_path, layout):
-    root, run = str(tmp_path / "data"), str(tmp_path / "model.pt")
-    generate(root, num_images=6, size=40, num_classes=3, seed=11, layout=layout)
-    classes = open_dataset(root, "train").classes
-    spec = ModelSpec("deeplabv2", "resnet50", 16, len(classes), classes.names, class_colours=classes.colours)
-    torch.manual_seed(0)
-    save_checkpoint(run, spec.build(), spec)
     _evaluate_and_segment(root, run, tmp_path, layout)
 
 
