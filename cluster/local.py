@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from deeplab_core.io import s3_variables
+from pipelines.common.runtime import LOOPBACK_ONLY
 
 DEFAULT_STATE = Path(".state/local")
 HOST = "127.0.0.1"
@@ -68,13 +69,6 @@ def load_settings(state: Path, bucket: str | None = None, s3_port: int | None = 
     path.write_text(json.dumps(asdict(settings), indent=2))
     path.chmod(0o600)
     return settings
-
-
-# Ray resolves a node address of 127.0.0.1 to the machine's routable one, and then serves on every interface. Ray's
-# switch for single-machine clusters (named for the platforms where it is the default) keeps every node address, and
-# with it every server, on 127.0.0.1: what a cluster of this machine's own wants. Drivers need it too, to find
-# their node's raylet at the same address.
-LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def client_environment(settings: Settings) -> dict[str, str]:

@@ -111,7 +111,7 @@ def test_stop_ray_ends_only_this_clusters_processes(tmp_path):
 
 def test_every_server_of_the_cluster_and_its_workers_listens_on_loopback_only(ray_cluster, cluster_state, s3):
     """Ray maps a node address of 127.0.0.1 to the machine's routable one and then serves on every interface, unless
-    told the machine is a cluster of its own (cluster.local.LOOPBACK_ONLY). Holds with a routable interface present
+    told the machine is a cluster of its own (pipelines.common.runtime.LOOPBACK_ONLY). Holds with a routable interface present
     (checked in a network namespace with a veth address) and without one: a wildcard bind shows as 0.0.0.0 or ::."""
     import psutil
     import ray
@@ -126,3 +126,26 @@ def test_every_server_of_the_cluster_and_its_workers_listens_on_loopback_only(ra
     weed = [conn.laddr.ip for conn in psutil.net_connections(kind="inet")
             if conn.status == psutil.CONN_LISTEN and conn.laddr.port == s3.s3_port]
     assert weed and all(ip == "127.0.0.1" for ip in weed), weed
+
+
+ROUTABLE_NAMESPACE = ("ip link set lo up && ip link add v0 type veth peer name v1 && ip addr add 10.9.8.7/24 dev v0 "
+                      "&& ip link set v0 up && ip link set v1 up && ip route add default dev v0 && exec \"$@\"")
+
+
+def test_a_drivers_own_ray_stays_on_loopback_beside_a_routable_interface(tmp_path):
+    """A driver without RAY_ADDRESS starts a Ray of its own; init_ray keeps its node on 127.0.0.1 even where the
+    machine has a routable address (a veth one, in a network namespace of this test's own)."""
+    probe = ("import os; os.environ.pop('RAY_ADDRESS', None)\n"
+             "from pipelines.common.runtime import init_ray\n"
+             "init_ray()\n"
+             "import ray\n"
+             "print('node', ray.nodes()[0]['NodeManagerAddress'])\n"
+             "ray.shutdown()\n")
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    result = subprocess.run(["unshare", "-n", "--", "sh", "-c", ROUTABLE_NAMESPACE, "namespace", sys.executable,
+                             "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    if "Operation not permitted" in result.stderr or "veth" in result.stderr and result.returncode:
+        pytest.skip(f"no network namespace with a veth pair here: {result.stderr[-300:]}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "node 127.0.0.1" in result.stdout, result.stdout

@@ -42,7 +42,7 @@ def _routable_address() -> str | None:
 
 
 # A second Ray node on this machine: Ray refuses one in the loopback-only mode the local cluster's head runs in
-# (cluster.local.LOOPBACK_ONLY), and one with the machine's routable address does not join a head on 127.0.0.1.
+# (pipelines.common.runtime.LOOPBACK_ONLY), and one with the machine's routable address does not join a head on 127.0.0.1.
 # On a machine with only loopback (CI) both are 127.0.0.1.
 needs_loopback_only_machine = pytest.mark.skipif(
     _routable_address() is not None,

@@ -13,15 +13,13 @@ from urllib.parse import urlparse
 
 import pyarrow.fs
 
-from cluster.local import LOOPBACK_ONLY
 from deeplab_core.io import filesystem, join_uri, protocol_of, s3_options, s3_variables, write_bytes
 
-if not os.environ.get("RAY_ADDRESS"):
-    # A driver with no cluster to join starts a Ray of its own, on this machine only: keep it on 127.0.0.1 (Ray reads
-    # this when first imported, hence here, before any driver imports it). Never for a cluster: its nodes need their
-    # routable addresses, and a submitted job's driver has RAY_ADDRESS set.
-    for _name, _value in LOOPBACK_ONLY.items():
-        os.environ.setdefault(_name, _value)
+# Ray resolves a node address of 127.0.0.1 to the machine's routable one, and then serves on every interface. Ray's
+# switch for single-machine clusters (named for the platforms where it is the default) keeps every node address, and
+# with it every server, on 127.0.0.1: what a Ray of this machine's own wants (a driver's local Ray, cluster.local's
+# head). Drivers joining such a cluster need it too, to find their node's raylet at the same address.
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 class _DropRecords(logging.Filter):
@@ -99,6 +97,7 @@ def init_ray() -> None:
     The S3 variables travel in the job's runtime env: Ray Train's controller and Ray Data's workers are
     separate processes that do not inherit this driver's environment.
     """
+    keep_local_ray_on_loopback()
     import ray
 
     configure_ray_data()  # and quiet_ray_logging
@@ -113,6 +112,20 @@ def init_ray() -> None:
     if "worker_process_setup_hook" not in (job.get("runtime_env") or {}):
         runtime_env["worker_process_setup_hook"] = f"{__name__}.quiet_ray_logging"
     ray.init(runtime_env=runtime_env or None, log_to_driver=True)
+
+
+def keep_local_ray_on_loopback() -> None:
+    """A driver with no cluster to join (no ``RAY_ADDRESS``) starts a Ray of its own, on this machine only: keep it
+    on 127.0.0.1 (``LOOPBACK_ONLY``). Never for a cluster: its nodes need their routable addresses, and a submitted
+    job's driver has RAY_ADDRESS set. Ray reads the switch once, when first imported: no driver imports Ray before
+    ``init_ray`` (tests/test_layering.py), and a process that did is told here too."""
+    if os.environ.get("RAY_ADDRESS"):
+        return
+    for name, value in LOOPBACK_ONLY.items():
+        os.environ.setdefault(name, value)
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 def check_cluster_address(timeout: float = 10.0) -> None:
