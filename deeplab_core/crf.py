@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -42,14 +42,21 @@ _KERNEL_WIDTHS = ("bilateral_xy_std", "bilateral_rgb_std", "gaussian_xy_std")
 class CRFParams:
     """The CRF's parameters (the paper's by default) and how it is computed. Checked when made."""
 
-    iterations: int = 10
+    # A field with help text is a pipeline flag, --crf-<name> (pipelines.common.options); the weights and widths
+    # come from a --crf-params file, as pipelines.tune_crf writes it.
+    iterations: int = field(default=10, metadata={"help": "mean-field iterations"})
     bilateral_weight: float = 4.0  # w1
     bilateral_xy_std: float = 67.0  # theta_alpha
     bilateral_rgb_std: float = 3.0  # theta_beta
     gaussian_weight: float = 3.0  # w2
     gaussian_xy_std: float = 1.0  # theta_gamma
-    method: str = "pruned"
-    prune_ratio: float = PRUNE_RATIO
+    method: str = field(default="pruned", metadata={
+        "choices": METHODS,
+        "help": "pruned: the native CRF over the labels label pruning keeps; native: the native CRF "
+                "over every label; exact: the reference, pydensecrf over every label (~5x slower); see docs/crf.md"})
+    prune_ratio: float = field(default=PRUNE_RATIO, metadata={
+        "help": "label pruning (method pruned): the CRF runs over the labels whose marginal, in a screening mean "
+                "field on 8-pixel cells, comes within this factor of a cell's winner (smaller keeps more labels)"})
     prune_cell: int = PRUNE_CELL
 
     def __post_init__(self) -> None:

@@ -33,7 +33,7 @@ def load_meanfield() -> ModuleType:
     raise ImportError(
         "deeplab_core._meanfield (the dense-CRF extension) is not built: install the project with "
         "`pip install -c constraints.txt -e .` (it compiles deeplab_core/_meanfield.cpp; needs g++), or use "
-        "the exact CRF (method=\"exact\" / --crf-exact)"
+        "the exact CRF (method=\"exact\" / --crf-method exact)"
     )
 
 

@@ -23,12 +23,13 @@ from deeplab_core.io import join_uri, normalize_uri, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
 from pipelines.common.charts import render_confusion_matrices
 from pipelines.common.options import (
-    HelpFormatter, ModelResources, add_dataset_options, add_model_options, inference_settings, model_actor_count,
-    model_resources,
+    HelpFormatter, add_dataset_options, add_model_options, inference_settings, model_resources,
 )
 from pipelines.common.runtime import check_cluster_address, check_writable, refuse
 from pipelines.segmentation import columns
 from pipelines.segmentation.scoring import PLAIN, REFINED, Scorer
+from pipelines.common.usage import Usage
+from pipelines.segmentation.model_pool import ModelResources
 from pipelines.segmentation.sizing import crf_sizing_line
 
 REPORT_FILE, MATRIX_FILE = "report.json", "confusion_matrix.png"
@@ -88,11 +89,12 @@ def run(config: EvaluateConfig) -> int:
     print(f"[evaluate] {len(data)} images of {config.data} ({data.layout}, {config.split}) with model "
           f"{checkpoint.digest}", flush=True)
 
-    plain, refined, failures, precision, costs = run_pipeline(config, data, checkpoint)
+    scores = run_pipeline(config, data, checkpoint)
+    plain, refined, failures = scores.plain, scores.refined, scores.failures
 
     report = {
         "data": config.data, "layout": data.layout, "split": config.split, "model": checkpoint.digest, "checkpoint": checkpoint.uri,
-        "scales": list(config.inference.scales), "flip": config.inference.flip, "precision": precision,
+        "scales": list(config.inference.scales), "flip": config.inference.flip, "precision": scores.precision,
         "images": len(data), "failed": failures,
         "without_crf": plain.summary(checkpoint.spec.class_names),
     }
@@ -106,9 +108,11 @@ def run(config: EvaluateConfig) -> int:
     if crf:
         line += f"; with CRF {refined.miou():.4f} (pixel accuracy {refined.pixel_accuracy():.4f})"
     print(f"{line}; {len(failures)} images failed; report in {join_uri(config.output, REPORT_FILE)}", flush=True)
+    print(f"[evaluate] used: {scores.usage.describe()}", flush=True)
     if crf:
+        costs = scores.costs
         sizing = crf_sizing_line(costs["seconds_crf"], costs["crf_labels"], costs["seconds_model"],
-                                 model_actor_count(config.resources)[0])
+                                 scores.usage.peak_actors)
         if sizing:
             print(f"[evaluate] {sizing}", flush=True)
     if failures and not config.allow_failures:
@@ -118,32 +122,51 @@ def run(config: EvaluateConfig) -> int:
     return 0
 
 
-def run_pipeline(config: EvaluateConfig, data: LabelledData,
-                 checkpoint) -> tuple[ConfusionMatrix, ConfusionMatrix, list, str, dict[str, list]]:
+@dataclass(frozen=True)
+class Scores:
+    """What scoring a split gave: the confusion matrices without and with the CRF, the failures (``uri: error``),
+    the precisions the model ran at, each image's costs (seconds_model, seconds_crf, crf_labels) and the cluster's
+    use."""
+
+    plain: ConfusionMatrix
+    refined: ConfusionMatrix
+    failures: list[str]
+    precision: str
+    costs: dict[str, list]
+    usage: Usage
+
+
+def run_pipeline(config: EvaluateConfig, data: LabelledData, checkpoint) -> Scores:
     from pipelines.common.runtime import init_ray
-    from pipelines.segmentation.stages import add_model_stages, labelled_images
+    from pipelines.common.usage import UsageSampler
+    from pipelines.segmentation.model_pool import plan_pool
+    from pipelines.segmentation.stages import MODEL_ACTOR_NAME, add_model_stages, labelled_images
 
     init_ray()
     num_classes = checkpoint.spec.num_classes
     crf = config.inference.crf is not None
+    pool = plan_pool(config.resources)
+    print(f"[evaluate] model stage: {pool}", flush=True)
     dataset = add_model_stages(labelled_images(data.samples, config.inference.batch_size),
-                               checkpoint, config.inference, config.resources, plain=True, keep_image=False,
+                               checkpoint, config.inference, config.resources, pool, plain=True, keep_image=False,
                                num_classes=num_classes)
     dataset = dataset.map_batches(Scorer(num_classes, crf), batch_size=16)
     plain, refined, failures, precisions = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes), [], set()
     costs: dict[str, list] = {columns.SECONDS_MODEL: [], columns.SECONDS_CRF: [], columns.CRF_LABELS: []}
-    for row in dataset.iter_rows():
-        if row[columns.ERROR]:
-            failures.append(str(row[columns.ERROR]))
-            continue
-        plain = plain + ConfusionMatrix(num_classes, np.asarray(row[PLAIN]).reshape(num_classes, num_classes))
-        if crf:
-            refined = refined + ConfusionMatrix(num_classes, np.asarray(row[REFINED]).reshape(num_classes, num_classes))
-        precisions.add(str(row[columns.PRECISION]))
-        for column, values in costs.items():
-            if column in row:
-                values.append(row[column].item() if hasattr(row[column], "item") else row[column])
-    return plain, refined, failures, ",".join(sorted(precisions)), costs
+    with UsageSampler(MODEL_ACTOR_NAME) as sampler:
+        for row in dataset.iter_rows():
+            if row[columns.ERROR]:
+                failures.append(str(row[columns.ERROR]))
+                continue
+            plain = plain + ConfusionMatrix(num_classes, np.asarray(row[PLAIN]).reshape(num_classes, num_classes))
+            if crf:
+                refined = refined + ConfusionMatrix(num_classes,
+                                                    np.asarray(row[REFINED]).reshape(num_classes, num_classes))
+            precisions.add(str(row[columns.PRECISION]))
+            for column, values in costs.items():
+                if column in row:
+                    values.append(row[column].item() if hasattr(row[column], "item") else row[column])
+    return Scores(plain, refined, failures, ",".join(sorted(precisions)), costs, sampler.usage)
 
 if __name__ == "__main__":
     sys.exit(main())

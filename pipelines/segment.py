@@ -29,10 +29,12 @@ from pipelines.segmentation.manifest import (
     compact, completed, manifest_folder, manifest_schema, record_errors, run_folder,
 )
 from pipelines.common.options import (
-    HelpFormatter, ModelResources, add_model_options, inference_settings, model_actor_count, model_resources,
+    HelpFormatter, add_model_options, inference_settings, model_resources,
     positive_int,
 )
 from pipelines.common.runtime import check_cluster_address, check_writable, refuse
+from pipelines.common.usage import Usage
+from pipelines.segmentation.model_pool import ModelResources
 from pipelines.segmentation.sizing import crf_sizing_line
 from pipelines.segmentation.stages import MAX_ROWS_PER_BLOCK, TASK_RETRIES, describe
 from pipelines.segmentation.writers import MASKS_DIR, OUTPUT_FORMATS, OverlayWriter, mask_writers
@@ -94,10 +96,10 @@ def run(config: SegmentConfig) -> int:
     print(f"[segment] {len(inputs)} inputs, {len(inputs) - len(todo)} already done, {len(todo)} to segment "
           f"with model {checkpoint.digest} ({checkpoint.spec.arch}/{checkpoint.spec.backbone})", flush=True)
 
-    started = time.monotonic()
+    started, usage = time.monotonic(), Usage()
     if todo:
         try:
-            run_pipeline(config, todo, checkpoint)
+            usage = run_pipeline(config, todo, checkpoint)
         except Exception as err:  # noqa: BLE001 - e.g. the output's storage went away: what finished is kept
             print(f"error: the run stopped before finishing ({describe(err)}); the inputs it finished are in the "
                   f"manifest: re-run the same command to do the rest", file=sys.stderr)
@@ -121,12 +123,14 @@ def run(config: SegmentConfig) -> int:
     print(f"[segment] done: {ok} ok, {failed} failed of {len(inputs)} inputs; {len(todo)} processed this run at "
           f"{rate:.2f} images/s; masks in {join_uri(config.output, MASKS_DIR)}, manifest in "
           f"{manifest_folder(config.output)}", flush=True)
+    if todo:
+        print(f"[segment] used: {usage.describe()}", flush=True)
     if crf and todo:
         this_run = {item["uri"] for item in todo}
         rows = [row for row in manifest.select(["uri", "status", "seconds_model", "seconds_crf", "crf_labels"])
                 .to_pylist() if row["uri"] in this_run and row["status"] == "ok" and row["crf_labels"]]
         line = crf_sizing_line([row["seconds_crf"] for row in rows], [row["crf_labels"] for row in rows],
-                               [row["seconds_model"] for row in rows], model_actor_count(config.resources)[0])
+                               [row["seconds_model"] for row in rows], usage.peak_actors)
         if line:
             print(f"[segment] {line}", flush=True)
     if todo and ok == 0:
@@ -135,18 +139,23 @@ def run(config: SegmentConfig) -> int:
     return 0
 
 
-def run_pipeline(config: SegmentConfig, todo: list[dict], checkpoint) -> None:
+def run_pipeline(config: SegmentConfig, todo: list[dict], checkpoint) -> Usage:
+    """Segment ``todo`` into the output's manifest; what the run used of the cluster."""
     import ray.data
 
     from pipelines.common.runtime import init_ray, pyarrow_storage
-    from pipelines.segmentation.stages import ManifestWriter, add_model_stages, default_rows_per_block
+    from pipelines.common.usage import UsageSampler
+    from pipelines.segmentation.model_pool import plan_pool
+    from pipelines.segmentation.stages import MODEL_ACTOR_NAME, ManifestWriter, add_model_stages, default_rows_per_block
 
     init_ray()
+    pool = plan_pool(config.resources)
+    print(f"[segment] model stage: {pool}", flush=True)
     crf = config.inference.crf is not None
     # Manifest rows are written per block: a crash loses at most the blocks in flight.
     per_block = config.rows_per_block or default_rows_per_block(len(todo), config.inference.batch_size)
     dataset = ray.data.from_items(todo, override_num_blocks=max(1, math.ceil(len(todo) / per_block)))
-    dataset = add_model_stages(dataset, checkpoint, config.inference, config.resources, plain=not crf,
+    dataset = add_model_stages(dataset, checkpoint, config.inference, config.resources, pool, plain=not crf,
                                keep_image=config.overlay)
     if crf:
         dataset = dataset.repartition(target_num_rows_per_block=per_block)  # CRF rows travel one per block
@@ -163,9 +172,11 @@ def run_pipeline(config: SegmentConfig, todo: list[dict], checkpoint) -> None:
     context = ray.data.DataContext.get_current()
     previous, context.max_errored_blocks = context.max_errored_blocks, -1
     try:
-        dataset.write_parquet(path, filesystem=filesystem, max_rows_per_file=per_block)
+        with UsageSampler(MODEL_ACTOR_NAME) as sampler:
+            dataset.write_parquet(path, filesystem=filesystem, max_rows_per_file=per_block)
     finally:
         context.max_errored_blocks = previous
+    return sampler.usage
 
 
 if __name__ == "__main__":

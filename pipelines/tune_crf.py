@@ -15,10 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-
-import numpy as np
+from dataclasses import dataclass
 
 from deeplab_core.checkpoint import Checkpoint, build_from_checkpoint, load_checkpoint
 from deeplab_core.crf import CRFParams
@@ -26,18 +23,17 @@ from deeplab_core.crf_file import CRF_PARAMS_FILE, PAPER_SYMBOLS, dump_crf_param
 from deeplab_core.crf_tuning import (
     PAPER_GRID, CRFGrid, best_setting, finer_grid, parse_grid_axis, with_paper_values,
 )
-from deeplab_core.data import MASK_DIR, ListOptions, Sample, open_dataset
+from deeplab_core.data import MASK_DIR, ListOptions, open_dataset
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import join_uri, normalize_uri, write_bytes
-from deeplab_core.metrics import ConfusionMatrix
 from pipelines.common.charts import render_crf_grid
 from pipelines.common.options import (
-    HelpFormatter, ModelResources, add_dataset_options, add_model_options, inference_settings, model_resources,
+    HelpFormatter, add_dataset_options, add_model_options, inference_settings, model_resources,
     positive_int,
 )
 from pipelines.common.runtime import check_cluster_address, check_writable, refuse
-from pipelines.segmentation import columns
-from pipelines.segmentation.scoring import CHUNK, MATRICES, PLAIN, CRFSettingsScorer
+from pipelines.tuning.scoring import RoundScorer
+from pipelines.segmentation.model_pool import ModelResources
 from pipelines.tuning.table import NO_CRF, TABLE_FILE, TuningTable, inputs_digest, setting_key
 
 CHART_FILE = "crf_miou.png"
@@ -102,7 +98,8 @@ def parse_args(argv: list[str] | None = None) -> TuneConfig:
     except ValueError as err:
         parser.error(str(err))
     return TuneConfig(args.data, args.output, args.checkpoint, args.split, args.num_images, args.mask_folder,
-                      args.layout, args.val_fraction, grid, args.refine, inference_settings(args, parser), model_resources(args), args.allow_failures)
+                      args.layout, args.val_fraction, grid, args.refine, inference_settings(args, parser),
+                      model_resources(args), args.allow_failures)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +127,7 @@ def run(config: TuneConfig) -> int:
     base = settings.crf
     print(f"[tune_crf] {len(samples)} images of {config.data} ({data.layout}, {config.split}) with model {checkpoint.digest}; "
           f"grid {config.grid.describe()}" + ("; then a finer round" if config.refine else ""), flush=True)
-    scorer = RoundScorer(config, samples, checkpoint)
+    scorer = RoundScorer(config.inference, config.resources, samples, checkpoint)
 
     rounds = [("paper", [with_paper_values(base)]), ("coarse", config.grid.settings(base))]
     if not scorer.score(table, rounds):
@@ -154,94 +151,6 @@ def run(config: TuneConfig) -> int:
               "pass --allow-failures to accept that", file=sys.stderr)
         return 1
     return 0
-
-
-class RoundScorer:
-    """Scores rounds of settings into the table; runs the model over the images once, on the first round that has
-    settings left to score, and keeps its rows (image, logits, ground truth) for every later round."""
-
-    def __init__(self, config: TuneConfig, samples: list[Sample], checkpoint: Checkpoint) -> None:
-        self.config, self.samples, self.checkpoint = config, samples, checkpoint
-        self.model_rows = None
-        self.failures: dict[str, str] = {}
-
-    def score(self, table: TuningTable, rounds: Sequence[tuple[str, list[CRFParams]]]) -> bool:
-        """Score every setting of ``rounds`` not yet in ``table``, then save it; False when no image could be
-        scored."""
-        todo: dict[tuple, tuple[str, CRFParams]] = {}
-        for name, settings in rounds:
-            for params in settings:
-                if params not in table:
-                    todo.setdefault(setting_key(params), (name, params))
-        total = len({setting_key(params) for _, settings in rounds for params in settings})
-        print(f"[tune_crf] {' + '.join(name for name, _ in rounds)}: {total} settings, {total - len(todo)} already "
-              f"scored, {len(todo)} to score", flush=True)
-        if not todo:
-            return True
-        matrices, plain, images, cpu_seconds = self._run([params for _, params in todo.values()])
-        if images == 0:
-            uri, error = next(iter(self.failures.items()))
-            print(f"error: no image could be scored (first failure: {uri}: {error})", file=sys.stderr)
-            return False
-        print(f"[tune_crf] scored {len(todo)} settings x {images} images: {cpu_seconds:.1f} CPU-s in CRF tasks "
-              f"({cpu_seconds / (len(todo) * images):.3f} s per image and setting)", flush=True)
-        for (name, params), matrix in zip(todo.values(), matrices):
-            table.add(name, params, matrix, images)
-        if None not in table:
-            table.add(NO_CRF, None, plain, images)
-        table.save()
-        return True
-
-    def _run(self, settings: list[CRFParams]) -> tuple[list[ConfusionMatrix], ConfusionMatrix, int, float]:
-        """Every setting's summed confusion matrix over the images scored under all of them, the model's own
-        argmax's, how many images that is, and the CPU-seconds the scoring tasks took."""
-        import ray
-
-        rows = self._model_rows()
-        num_classes = self.checkpoint.spec.num_classes
-        images = len(self.samples)
-        # Enough tasks for every CPU of the cluster: an image's settings are split over several tasks when the
-        # images alone are too few (each task then copies the image's row: few images, small cost).
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1) / self.config.resources.crf_cpus))
-        chunks = max(1, min(len(settings), math.ceil(4 * cpus / max(1, images))))
-        scored = rows.flat_map(lambda row: [{**row, CHUNK: chunk} for chunk in range(chunks)]).map_batches(
-            CRFSettingsScorer(settings, chunks, self.checkpoint.spec.output_stride, num_classes), batch_size=1,
-            num_cpus=self.config.resources.crf_cpus, max_retries=1)
-        per_image: dict[str, dict[int, np.ndarray]] = {}
-        plain, cpu_seconds = {}, 0.0
-        for row in scored.iter_rows():
-            uri, error = str(row[columns.URI]), str(row[columns.ERROR])
-            cpu_seconds += float(row[columns.SECONDS_CRF])
-            if error:
-                self.failures.setdefault(uri, error)
-                continue
-            per_image.setdefault(uri, {})[int(row[CHUNK])] = np.asarray(row[MATRICES], np.int64)
-            if int(row[CHUNK]) == 0:
-                plain[uri] = np.asarray(row[PLAIN], np.int64)
-        complete = [uri for uri, parts in per_image.items() if len(parts) == chunks and uri not in self.failures]
-        totals = np.zeros((len(settings), num_classes, num_classes), np.int64)
-        no_crf = np.zeros((num_classes, num_classes), np.int64)
-        for uri in complete:
-            for chunk, counts in per_image[uri].items():
-                totals[chunk::chunks] += counts.reshape(-1, num_classes, num_classes)
-            no_crf += plain[uri].reshape(num_classes, num_classes)
-        return ([ConfusionMatrix(num_classes, counts) for counts in totals], ConfusionMatrix(num_classes, no_crf),
-                len(complete), cpu_seconds)
-
-    def _model_rows(self):
-        """The model's rows over every image, computed once and kept in the object store."""
-        if self.model_rows is None:
-            from pipelines.common.runtime import init_ray
-            from pipelines.segmentation.stages import add_model_stages, labelled_images
-
-            init_ray()
-            config = self.config
-            self.model_rows = add_model_stages(
-                labelled_images(self.samples, config.inference.batch_size),
-                self.checkpoint,
-                replace(config.inference, crf=None), config.resources, plain=True, keep_image=True,
-                num_classes=self.checkpoint.spec.num_classes, low_res_logits=True).materialize()
-        return self.model_rows
 
 
 def _theta_beta_slice(table: TuningTable, setting: CRFParams) -> list[tuple[float, float, float]]:

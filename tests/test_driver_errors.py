@@ -162,6 +162,40 @@ def test_segment_and_evaluate_both_take_crf_and_no_crf():
     assert exact.inference.scales == (0.5, 1.0)
 
 
+def test_the_crf_method_is_a_flag_and_every_crf_field_with_help_is_one():
+    from dataclasses import fields
+
+    from deeplab_core.crf import CRFParams
+
+    base = ["--input", "i", "--output", "o", "--checkpoint", "c"]
+    native = segment.parse_args([*base, "--crf-method", "native", "--crf-iterations", "3"]).inference.crf
+    assert (native.method, native.iterations, native.prune_ratio) == ("native", 3, PAPER_PARAMS.prune_ratio)
+    assert segment.parse_args([*base, "--crf-prune-ratio", "0.2"]).inference.crf.prune_ratio == 0.2
+    flagged = [spec.name for spec in fields(CRFParams) if "help" in spec.metadata]
+    assert flagged == ["iterations", "method", "prune_ratio"]
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--no-crf", "--crf-exact"], "--crf-exact"),
+    (["--no-crf", "--crf-iterations", "3"], "--crf-iterations"),
+    (["--crf-exact", "--crf-prune-ratio", "0.2"], "--crf-prune-ratio"),
+    (["--crf-method", "native", "--crf-prune-ratio", "0.2"], "--crf-prune-ratio"),
+    (["--crf-exact", "--crf-method", "native"], "--crf-exact"),
+])
+def test_contradicting_crf_flags_are_one_line(argv, named, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        segment.parse_args(["--input", "i", "--output", "o", "--checkpoint", "c", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("python -m pipelines.segment: error: ") and named in err, err
+
+
+def test_evaluate_refuses_crf_flags_without_crf(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--data", "d", "--output", "o", "--checkpoint", "c", "--crf-method", "exact"])
+    assert "the CRF is off" in capsys.readouterr().err
+
+
 def test_every_inference_setting_and_resource_is_a_flag_of_segment_evaluate_and_tune_crf():
     """The flags derive from the types: a field added to InferenceSettings or ModelResources becomes a flag of every
     driver that runs the model, with its default."""
@@ -169,7 +203,8 @@ def test_every_inference_setting_and_resource_is_a_flag_of_segment_evaluate_and_
 
     from deeplab_core.inference_settings import InferenceSettings
     from pipelines import tune_crf
-    from pipelines.common.options import ModelResources
+    from pipelines.common.ranges import CountRange
+    from pipelines.segmentation.model_pool import ModelResources
 
     base = ["--output", "o", "--checkpoint", "c"]
     drivers = {"segment": (segment.parse_args, ["--input", "i"]), "evaluate": (evaluate.parse_args, ["--data", "d"]),
@@ -177,7 +212,7 @@ def test_every_inference_setting_and_resource_is_a_flag_of_segment_evaluate_and_
     given = {"scales": ("--scales", "0.5,1", (0.5, 1.0)), "flip": ("--flip", None, True),
              "precision": ("--precision", "bf16", "bf16"), "batch_size": ("--batch-size", "3", 3),
              "max_side": ("--max-side", "900", 900), "max_pixels": ("--max-pixels", "1000", 1000),
-             "model_actors": ("--model-actors", "2", 2), "gpus_per_actor": ("--gpus-per-actor", "0.5", 0.5),
+             "model_actors": ("--model-actors", "2-5", CountRange(2, 5)), "gpus_per_actor": ("--gpus-per-actor", "0.5", 0.5),
              "cpus_per_actor": ("--cpus-per-actor", "3", 3.0), "crf_cpus": ("--crf-cpus", "2", 2.0)}
     names = {f.name for f in fields(InferenceSettings)} - {"crf"} | {f.name for f in fields(ModelResources)}
     assert names == set(given)

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import Field, dataclass, field, fields, replace
+from dataclasses import Field, fields, replace
 from typing import Any
 
 from deeplab_core.crf import PAPER_PARAMS, CRFParams
 from deeplab_core.crf_file import load_crf_params
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import normalize_uri
+from pipelines.common.ranges import count_range
+from pipelines.segmentation.model_pool import ModelResources
 
 
 def _checked_number(convert: type, accept, requirement: str):
@@ -61,22 +63,11 @@ def parse_scales(text: str) -> tuple[float, ...]:
     return scales
 
 
-@dataclass(frozen=True)
-class ModelResources:
-    """What the model and CRF stages ask of the cluster. Each field is a flag of segment, evaluate and tune_crf."""
-
-    model_actors: int | None = field(default=None, metadata={
-        "help": "model replicas (actors); default: one per GPU of the cluster, or 1 without GPUs"})
-    gpus_per_actor: float = field(default=1.0, metadata={"help": "GPUs per model actor when the cluster has GPUs"})
-    cpus_per_actor: float = field(default=1.0, metadata={"help": "CPUs per model actor"})
-    crf_cpus: float = field(default=1.0, metadata={"help": "CPUs per CRF task"})
-
-
 # How a flag's text becomes each field's value (a field not named here: a string; a bool field: a switch).
 FIELD_TYPES: dict[str, Callable[[str], Any]] = {
     "scales": parse_scales, "batch_size": positive_int, "max_side": positive_int, "max_pixels": positive_int,
-    "model_actors": positive_int, "gpus_per_actor": positive_float, "cpus_per_actor": positive_float,
-    "crf_cpus": positive_float,
+    "model_actors": count_range, "gpus_per_actor": positive_float, "cpus_per_actor": positive_float,
+    "crf_cpus": positive_float, "iterations": positive_int, "prune_ratio": unit_fraction,
 }
 
 
@@ -87,18 +78,19 @@ def flag(name: str) -> str:
 
 def add_field_options(parser: argparse.ArgumentParser, specs: Iterable[Field], convert: Mapping[str, Callable],
                       default: Callable[[Field], Any] | None = None,
-                      help_text: Callable[[Field], str] | None = None) -> None:
-    """One flag per dataclass field: its name, ``convert[name]`` as the type (else text), the ``choices`` in its
-    metadata, a bool field as a switch. ``default``: the flag's default for a field (the field's own, tuples written
-    as comma-separated text, unless given); ``help_text``: its help (the metadata's ``help`` unless given)."""
+                      help_text: Callable[[Field], str] | None = None, prefix: str = "") -> None:
+    """One flag per dataclass field: its name (after ``prefix``), ``convert[name]`` as the type (else text), the
+    ``choices`` in its metadata, a bool field as a switch. ``default``: the flag's default for a field (the field's
+    own, tuples written as comma-separated text, unless given); ``help_text``: its help (the metadata's ``help``
+    unless given)."""
     for spec in specs:
         value = default(spec) if default else flag_text(spec.default)
         text = help_text(spec) if help_text else spec.metadata["help"]
         if spec.default is False:
-            parser.add_argument(flag(spec.name), action="store_true", default=value, help=text)
+            parser.add_argument(flag(prefix + spec.name), action="store_true", default=value, help=text)
         else:
-            parser.add_argument(flag(spec.name), type=convert.get(spec.name, str), choices=spec.metadata.get("choices"),
-                                default=value, help=text)
+            parser.add_argument(flag(prefix + spec.name), type=convert.get(spec.name, str),
+                                choices=spec.metadata.get("choices"), default=value, help=text)
 
 
 def flag_text(value: Any) -> Any:
@@ -109,6 +101,10 @@ def flag_text(value: Any) -> Any:
 def _flag_fields(cls: type) -> list[Field]:
     """The fields of ``cls`` that are flags: those with help text."""
     return [spec for spec in fields(cls) if "help" in spec.metadata]
+
+
+# The CRF's fields that are flags (--crf-<name>): how it runs; its weights and widths come from --crf-params.
+CRF_FLAG_FIELDS = [spec for spec in fields(CRFParams) if "help" in spec.metadata]
 
 
 def add_model_options(parser: argparse.ArgumentParser, crf_default: bool | None) -> None:
@@ -126,15 +122,10 @@ def add_model_options(parser: argparse.ArgumentParser, crf_default: bool | None)
     parser.add_argument("--crf-params", type=crf_params_file, default=None, metavar="FILE",
                         help="the CRF's weights and kernel widths from a crf_params.yaml (local or s3://), as "
                              "pipelines.tune_crf writes it; default: the paper's")
-    parser.add_argument("--crf-iterations", type=positive_int, default=None,
-                        help="mean-field iterations (default: the --crf-params file's, else "
-                             f"{PAPER_PARAMS.iterations})")
-    parser.add_argument("--crf-prune-ratio", type=unit_fraction, default=PAPER_PARAMS.prune_ratio,
-                        help="label pruning: the CRF runs over the labels whose marginal, in a screening mean field "
-                             "on 8-pixel cells, comes within this factor of a cell's winner (smaller keeps more "
-                             "labels); --crf-exact runs every label; see docs/crf.md")
-    parser.add_argument("--crf-exact", action="store_true",
-                        help="the reference CRF: pydensecrf over all labels, no pruning (~5x slower)")
+    add_field_options(parser, CRF_FLAG_FIELDS, FIELD_TYPES, default=lambda spec: None, prefix="crf_",
+                      help_text=lambda spec: f"{spec.metadata['help']} (default: the --crf-params file's, else "
+                                             f"{flag_text(spec.default)})")
+    parser.add_argument("--crf-exact", action="store_true", help="the same as --crf-method exact")
 
 
 def crf_params_file(uri: str) -> CRFParams:
@@ -151,45 +142,31 @@ def crf_params_file(uri: str) -> CRFParams:
 def inference_settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> InferenceSettings:
     """The ``InferenceSettings`` the model options describe (the CRF's: the --crf-params file's, else the paper's;
     a parser without ``--crf`` always runs the CRF). CRF options with the CRF off are refused through ``parser``."""
-    crf = None
-    if not getattr(args, "crf", True) and args.crf_params is not None:
-        parser.error("--crf-params sets the CRF's parameters, but the CRF is off: add --crf (evaluate) or drop "
-                     "--no-crf (segment)")
-    if getattr(args, "crf", True):
+    given = {spec.name: getattr(args, "crf_" + spec.name) for spec in CRF_FLAG_FIELDS
+             if getattr(args, "crf_" + spec.name) is not None}
+    if args.crf_exact:
+        if given.get("method", "exact") != "exact":
+            parser.error(f"--crf-exact means --crf-method exact; it contradicts --crf-method {given['method']}")
+        given["method"] = "exact"
+    if not getattr(args, "crf", True):
+        named = [flag("crf_" + name) for name in given if not (name == "method" and args.crf_exact)]
+        named += ["--crf-exact"] * args.crf_exact + ["--crf-params"] * (args.crf_params is not None)
+        if named:
+            parser.error(f"{', '.join(named)} set{'s' if len(named) == 1 else ''} the CRF, but the CRF is off: add "
+                         "--crf (evaluate) or drop --no-crf (segment)")
+        crf = None
+    else:
         base = args.crf_params or PAPER_PARAMS
-        method = {"method": "exact"} if args.crf_exact else {"prune_ratio": args.crf_prune_ratio}
-        crf = replace(base, iterations=args.crf_iterations or base.iterations, **method)
+        if "prune_ratio" in given and given.get("method", base.method) != "pruned":
+            parser.error(f"--crf-prune-ratio applies to --crf-method pruned; it contradicts --crf-method "
+                         f"{given.get('method', base.method)}")
+        crf = replace(base, **given)
     values = {spec.name: getattr(args, spec.name) for spec in _flag_fields(InferenceSettings)}
     return InferenceSettings(**values, crf=crf)
 
 
 def model_resources(args: argparse.Namespace) -> ModelResources:
     return ModelResources(**{spec.name: getattr(args, spec.name) for spec in _flag_fields(ModelResources)})
-
-
-def model_actor_count(resources: ModelResources) -> tuple[int, bool]:
-    """(model actors, whether they use GPUs): ``model_actors``, else one per GPU of the cluster, or 1 without."""
-    import ray
-
-    gpus = ray.cluster_resources().get("GPU", 0)
-    use_gpus = gpus > 0 and resources.gpus_per_actor > 0
-    return resources.model_actors or (max(1, int(gpus // resources.gpus_per_actor)) if use_gpus else 1), use_gpus
-
-
-def model_stage_resources(resources: ModelResources) -> dict:
-    """``map_batches`` resources for the model actors: one actor per GPU when the cluster has GPUs, else CPU actors.
-
-    With CPU actors whose resources equal the decode tasks', Ray Data fuses decoding into the actors (one transfer
-    fewer); with GPUs it cannot, and decoding stays in CPU tasks off the GPU actors.
-    """
-    from ray.data import ActorPoolStrategy
-
-    actors, use_gpus = model_actor_count(resources)
-    compute = {"num_cpus": resources.cpus_per_actor}
-    if use_gpus:
-        compute["num_gpus"] = resources.gpus_per_actor
-    # Several batches queued per actor: the next is decoded and copied while the current one runs.
-    return {"compute": ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=4), **compute}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -1,23 +1,15 @@
-"""Scoring a pipeline's labels against ground truth, as Ray Data stages: ``Scorer`` for ``pipelines.evaluate``,
-``CRFSettingsScorer`` for ``pipelines.tune_crf``."""
+"""Scoring a pipeline's labels against ground truth, as a Ray Data stage: ``Scorer`` for ``pipelines.evaluate``
+(``pipelines.tuning.scoring`` scores CRF settings for ``pipelines.tune_crf``)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-
 import numpy as np
 
-from deeplab_core.crf import CRFParams
-from deeplab_core.crf_tuning import score_crf_settings
 from deeplab_core.io import resize_labels
 from deeplab_core.metrics import ConfusionMatrix
 from pipelines.segmentation import columns
-from pipelines.segmentation.stages import describe
 
 PLAIN, REFINED = "plain", "refined"  # confusion counts (classes x classes, flattened): the model's labels, the CRF's
-CHUNK = "chunk"  # which share of the settings a row's task scores (tune_crf splits an image's settings over tasks)
-MATRICES = "matrices"  # settings x classes x classes confusion counts, flattened
 
 
 def confusion_counts(labels: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
@@ -54,36 +46,4 @@ class Scorer:
             for column in passed:
                 if column in batch:
                     out[column].append(batch[column][row])
-        return out
-
-class CRFSettingsScorer:
-    """CPU task: for each row (an image, its low-resolution logits and ground truth; its ``chunk``), the confusion
-    matrices of the CRF's labels under every ``chunks``-th setting from the chunk's index on, and of the model's own
-    argmax (``plain``, chunk 0 only); ``error`` when the row failed earlier or here."""
-
-    def __init__(self, settings: Sequence[CRFParams], chunks: int, stride: int, num_classes: int) -> None:
-        self.settings, self.chunks, self.stride, self.num_classes = tuple(settings), chunks, stride, num_classes
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {columns.URI: [], columns.ERROR: [], CHUNK: [], MATRICES: [], PLAIN: [],
-                                columns.SECONDS_CRF: []}
-        for row in range(len(batch[columns.URI])):
-            chunk, error = int(batch[CHUNK][row]), str(batch[columns.ERROR][row])
-            matrices, plain, started = np.zeros(0, np.int64), np.zeros(0, np.int64), time.perf_counter()
-            if not error:
-                label = batch[columns.LABEL][row]
-                try:
-                    scores = score_crf_settings(batch[columns.IMAGE][row], batch[columns.LOGITS][row], label,
-                                                self.stride, self.settings[chunk::self.chunks], self.num_classes)
-                    matrices = np.stack([score.counts for score in scores]).ravel()
-                    if chunk == 0:
-                        plain = confusion_counts(batch[columns.LABELS][row], label, self.num_classes)
-                except Exception as err:  # noqa: BLE001 - recorded; the driver leaves the image out of every setting
-                    error = describe(err)
-            out[columns.URI].append(str(batch[columns.URI][row]))
-            out[columns.ERROR].append(error)
-            out[CHUNK].append(chunk)
-            out[MATRICES].append(matrices)
-            out[PLAIN].append(plain)
-            out[columns.SECONDS_CRF].append(time.perf_counter() - started)
         return out

@@ -28,7 +28,7 @@ from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import decode_image, read_bytes, resize_image, resize_labels
 from deeplab_core.models import ModelSpec
 from deeplab_core.runner import ModelRunner
-from pipelines.common.options import ModelResources, model_stage_resources
+from pipelines.segmentation.model_pool import ModelResources, PoolPlan, model_stage_resources
 from pipelines.segmentation import columns
 from pipelines.segmentation.manifest import empty_record, manifest_schema
 from pipelines.segmentation.writers import OutputWriter
@@ -234,9 +234,9 @@ def labelled_images(samples: Sequence[Sample], batch_size: int):
     return ray.data.from_items(items, override_num_blocks=blocks)
 
 
-def add_model_stages(dataset, checkpoint, settings: InferenceSettings, resources: ModelResources, *, plain: bool,
-                     keep_image: bool, num_classes: int | None = None, low_res_logits: bool = False):
-    """decode -> model -> (CRF, when ``settings.crf``) on ``dataset``.
+def add_model_stages(dataset, checkpoint, settings: InferenceSettings, resources: ModelResources, pool: PoolPlan, *,
+                     plain: bool, keep_image: bool, num_classes: int | None = None, low_res_logits: bool = False):
+    """decode -> model (an actor pool as ``pool`` plans it) -> (CRF, when ``settings.crf``) on ``dataset``.
 
     ``plain``: also emit the model's own argmax labels (``labels``); ``keep_image``: keep the decoded image after
     the CRF (overlays need it); ``low_res_logits``: emit the model's ``logits`` (with no CRF stage: tune_crf runs
@@ -251,7 +251,7 @@ def add_model_stages(dataset, checkpoint, settings: InferenceSettings, resources
         Predictor, fn_constructor_kwargs={"checkpoint": checkpoint.uri, "settings": settings,
                                           "logits": crf or low_res_logits,
                                           "labels": plain, "keep_image": crf or keep_image},
-        batch_size=settings.batch_size * CALLS_PER_MODEL_TASK, **model_stage_resources(resources), **ACTOR_RETRIES)
+        batch_size=settings.batch_size * CALLS_PER_MODEL_TASK, **model_stage_resources(pool, resources), **ACTOR_RETRIES)
     if crf:
         # One row per CRF task: every CPU given to the stage works while images are queued, however the model
         # stage grouped its output.
@@ -259,3 +259,7 @@ def add_model_stages(dataset, checkpoint, settings: InferenceSettings, resources
             Refiner(checkpoint.spec.output_stride, settings.crf, keep_image), batch_size=1,
             num_cpus=resources.crf_cpus, **TASK_RETRIES)
     return dataset
+
+
+# How the model actors show in Ray's actor table (Ray Data names them after the stage): what UsageSampler counts.
+MODEL_ACTOR_NAME = f"MapBatches({Predictor.__name__})"
