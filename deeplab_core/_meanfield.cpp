@@ -38,7 +38,8 @@ namespace {
 struct Settings {
     int height, width, labels, iterations;
     float bilateral_weight, bilateral_xy_std, bilateral_rgb_std, gaussian_weight, gaussian_xy_std;
-    int exact_spatial;  // the spatial kernel exactly (SeparableGaussian) when narrow enough, else on its lattice
+    int separable_spatial_kernel;  // the narrow spatial kernel convolved on the pixel grid (SeparableGaussian), not
+                                   // approximated on its lattice
     int keep_bilateral;  // keep this call's bilateral lattice for the next call on the same image and widths
 };
 
@@ -197,12 +198,18 @@ bool run_mean_field(const float *unary, const float *rest, const uint8_t *image,
 
 PyObject *instruction_set(PyObject *, PyObject *) { return PyUnicode_FromString(use_avx2() ? "avx2" : "generic"); }
 
-PyObject *mean_field(PyObject *, PyObject *args) {
+PyObject *mean_field(PyObject *, PyObject *args, PyObject *kwargs) {
+    static const char *names[] = {"unary", "rest", "image", "out", "height", "width", "labels", "iterations",
+                                  "bilateral_weight", "bilateral_xy_std", "bilateral_rgb_std", "gaussian_weight",
+                                  "gaussian_xy_std", "separable_spatial_kernel", "keep_bilateral", nullptr};
     Py_buffer unary, rest, image, out;
     Settings s;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*iiiifffffpp", &unary, &rest, &image, &out, &s.height, &s.width,
-                          &s.labels, &s.iterations, &s.bilateral_weight, &s.bilateral_xy_std, &s.bilateral_rgb_std,
-                          &s.gaussian_weight, &s.gaussian_xy_std, &s.exact_spatial, &s.keep_bilateral))
+    // The four buffers by position, every setting by keyword ("$"): a call reads as the settings it passes.
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*y*y*w*$iiiifffffpp", const_cast<char **>(names), &unary, &rest,
+                                     &image, &out, &s.height, &s.width, &s.labels, &s.iterations,
+                                     &s.bilateral_weight, &s.bilateral_xy_std, &s.bilateral_rgb_std,
+                                     &s.gaussian_weight, &s.gaussian_xy_std, &s.separable_spatial_kernel,
+                                     &s.keep_bilateral))
         return nullptr;
     const Py_ssize_t pixels = static_cast<Py_ssize_t>(s.height) * s.width;
     const char *problem = nullptr;
@@ -241,12 +248,13 @@ PyObject *mean_field(PyObject *, PyObject *args) {
 }
 
 PyMethodDef methods[] = {
-    {"mean_field", mean_field, METH_VARARGS,
-     "mean_field(unary, rest, image, out, height, width, labels, iterations, bilateral_weight, bilateral_xy_std, "
-     "bilateral_rgb_std, gaussian_weight, gaussian_xy_std, exact_spatial, keep_bilateral)\n\nDense-CRF marginals "
+    {"mean_field", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(mean_field)),
+     METH_VARARGS | METH_KEYWORDS,
+     "mean_field(unary, rest, image, out, *, height, width, labels, iterations, bilateral_weight, bilateral_xy_std, "
+     "bilateral_rgb_std, gaussian_weight, gaussian_xy_std, separable_spatial_kernel, keep_bilateral)\n\nDense-CRF marginals "
      "into `out` (float32, H*W x labels, pixel-major) from `unary` (-log p, same layout) and `image` (uint8 H x W x "
      "3). `rest`: empty, or per pixel the log of the probability of labels left out (normalisation only). "
-     "exact_spatial: the spatial kernel computed exactly when gaussian_xy_std <= 2 (else, and when false, on the "
+     "separable_spatial_kernel: the spatial kernel convolved exactly on the pixel grid when gaussian_xy_std <= 2 (else, and when false, on the "
      "lattice). keep_bilateral: keep the bilateral lattice for the next call on the same image and widths. Returns the "
      "seconds spent in each phase (a dict)."},
     {"instruction_set", instruction_set, METH_NOARGS,

@@ -733,7 +733,7 @@ bool run_mean_field(const float *unary, const float *rest, const uint8_t *image,
     Stopwatch stopwatch;
     std::shared_ptr<const SeparableGaussian> separable;
     std::shared_ptr<const Lattice<2>> spatial;
-    if (s.exact_spatial && s.gaussian_xy_std <= kMaxSeparableStd)
+    if (s.separable_spatial_kernel && s.gaussian_xy_std <= kMaxSeparableStd)
         separable = last_built<SeparableGaussian>({s.height, s.width, s.gaussian_xy_std}, [&] {
             return std::make_shared<const SeparableGaussian>(s.height, s.width, s.gaussian_xy_std);
         });

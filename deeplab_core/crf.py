@@ -287,10 +287,11 @@ def _native_mean_field(image: np.ndarray, probs: np.ndarray, settings: CRFParams
     np.negative(unary, out=unary)
     rest_energy = b"" if rest is None else np.log(rest, dtype=np.float32)
     marginals = np.empty_like(unary)
-    phases = mean_field(unary, rest_energy, np.ascontiguousarray(image), marginals, height, width, classes,
-                        settings.iterations, settings.bilateral_weight, settings.bilateral_xy_std,
-                        settings.bilateral_rgb_std, settings.gaussian_weight, settings.gaussian_xy_std,
-                        settings.method == "pruned", keep_kernels)
+    phases = mean_field(unary, rest_energy, np.ascontiguousarray(image), marginals, height=height, width=width,
+                        labels=classes, iterations=settings.iterations, bilateral_weight=settings.bilateral_weight,
+                        bilateral_xy_std=settings.bilateral_xy_std, bilateral_rgb_std=settings.bilateral_rgb_std,
+                        gaussian_weight=settings.gaussian_weight, gaussian_xy_std=settings.gaussian_xy_std,
+                        separable_spatial_kernel=settings.method == "pruned", keep_bilateral=keep_kernels)
     return marginals, phases
 
 
