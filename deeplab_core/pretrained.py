@@ -1,7 +1,8 @@
 """A pretrained VOC model on day one: torchvision's published DeepLab-v3 weights as one of our checkpoints.
 
-torchvision publishes DeepLab-v3 ResNet-50/101 weights trained (on COCO) with the 21 PASCAL VOC labels. Module for
-module our ``deeplabv3`` at output stride 8 is their model without the auxiliary head, so their file loads strictly
+torchvision publishes DeepLab-v3 weights (trained on COCO with the 21 PASCAL VOC labels) for ResNet-50, ResNet-101
+and MobileNetV3-Large. Module for module our ``deeplabv3`` on each backbone, at the output stride the table gives
+(``BACKBONES[name].voc_output_stride``), is their model without the auxiliary head, so their file loads strictly
 once that head is dropped. Nothing is downloaded: give the file, or let it be found where torchvision caches it.
 
     python -m deeplab_core.pretrained --backbone resnet101 --output models/voc-deeplabv3-r101.pt [--weights PATH]
@@ -19,33 +20,33 @@ from deeplab_core.checkpoint import save_checkpoint
 from deeplab_core.data import VOC_CLASSES
 from deeplab_core.models import BACKBONES, ModelSpec
 
-# torchvision's file names (DeepLabV3_ResNet50_Weights / DeepLabV3_ResNet101_Weights .COCO_WITH_VOC_LABELS_V1).
-TORCHVISION_FILES = {
-    "resnet50": "deeplabv3_resnet50_coco-cd0a2569.pth",
-    "resnet101": "deeplabv3_resnet101_coco-586e9e4e.pth",
-}
 AUXILIARY_PREFIX = "aux_classifier."
+
+
+def torchvision_file(backbone: str) -> str:
+    """The file name of torchvision's DeepLab-v3 VOC weights for ``backbone``."""
+    return Path(BACKBONES[backbone].voc_weights.url).name
 
 
 def torchvision_weights_path(backbone: str) -> Path:
     """Where torchvision keeps the weights file of ``backbone`` once downloaded (``$TORCH_HOME/hub/checkpoints``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILES[backbone]
+    return Path(torch.hub.get_dir()) / "checkpoints" / torchvision_file(backbone)
 
 
 def voc_spec(backbone: str) -> ModelSpec:
-    return ModelSpec("deeplabv3", backbone, 8, len(VOC_CLASSES), tuple(VOC_CLASSES))
+    return ModelSpec("deeplabv3", backbone, BACKBONES[backbone].voc_output_stride, len(VOC_CLASSES), tuple(VOC_CLASSES))
 
 
 def convert_torchvision_weights(backbone: str, output: str, weights: str | Path | None = None) -> ModelSpec:
     """Write torchvision's DeepLab-v3 ``backbone`` VOC weights (``weights``, else torchvision's cache) to ``output``
     as our checkpoint with the VOC class names; returns its spec. A missing or mismatched file raises a
     ``ValueError`` that says where the file goes or what it holds."""
-    if backbone not in TORCHVISION_FILES:
-        raise ValueError(f"backbone must be one of {sorted(TORCHVISION_FILES)}, got {backbone!r}")
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {backbone!r}")
     path = Path(weights) if weights else torchvision_weights_path(backbone)
     if not path.is_file():
-        raise ValueError(f"{path}: no such weights file; download {TORCHVISION_FILES[backbone]} from torchvision "
-                         f"(https://download.pytorch.org/models/{TORCHVISION_FILES[backbone]}) to "
+        raise ValueError(f"{path}: no such weights file; download {torchvision_file(backbone)} from torchvision "
+                         f"({BACKBONES[backbone].voc_weights.url}) to "
                          f"{torchvision_weights_path(backbone)} or pass its path with --weights")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -65,7 +66,7 @@ def convert_torchvision_weights(backbone: str, output: str, weights: str | Path 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deeplab_core.pretrained", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", choices=BACKBONES, default="resnet101")
+    parser.add_argument("--backbone", choices=tuple(BACKBONES), default="resnet101")
     parser.add_argument("--weights", help="torchvision's weights file (default: torchvision's cache, "
                                           "$TORCH_HOME/hub/checkpoints/)")
     parser.add_argument("--output", required=True, help="where to write the checkpoint (local path or any URI)")

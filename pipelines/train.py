@@ -30,7 +30,7 @@ from deeplab_core.checkpoint import (
 )
 from deeplab_core.data import LabelledData, ListOptions, open_dataset, read_labelled_sample
 from deeplab_core.io import exists, join_uri
-from deeplab_core.models import ModelSpec
+from deeplab_core.models import BACKBONES, ModelSpec
 from pipelines.training.config import TrainConfig, add_train_options, config_from, known_keys, yaml_unknown_keys
 from pipelines.training.loop import WorkerPlan, train_loop_per_worker
 
@@ -105,6 +105,10 @@ def run(config: TrainConfig) -> int:
         return 2
     try:
         train_set, val_set = check_datasets(config)
+        classes = train_set.classes
+        stride = config.output_stride or BACKBONES[config.backbone].default_output_stride
+        spec = ModelSpec(config.arch, config.backbone, stride, len(classes), classes.names,
+                         class_colours=classes.colours)
         check_cluster_address()
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -116,7 +120,6 @@ def run(config: TrainConfig) -> int:
         return 2
 
     init_ray()
-    classes = train_set.classes
     num_classes = len(classes)
     global_batch = config.batch_size * config.accumulation * config.workers
     datasets = {"train": training_dataset(train_set.samples, config.iterations * global_batch, config.crop_size,
@@ -124,8 +127,6 @@ def run(config: TrainConfig) -> int:
     if val_set is not None:
         datasets["val"] = eval_dataset(val_set.samples, num_classes)
 
-    spec = ModelSpec(config.arch, config.backbone, config.output_stride, num_classes, classes.names,
-                     class_colours=classes.colours)
     plan = WorkerPlan(replace(config, num_classes=num_classes, val_every=min(config.val_every, config.iterations)),
                       spec, has_val=val_set is not None)
     storage_path, storage_filesystem = pyarrow_storage(config.output)
@@ -141,7 +142,7 @@ def run(config: TrainConfig) -> int:
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures)),
         datasets=datasets,
     )
-    print(f"[train] {config.arch}/{config.backbone} stride {config.output_stride}, {num_classes} classes "
+    print(f"[train] {config.arch}/{config.backbone} stride {spec.output_stride}, {num_classes} classes "
           f"({_described(classes.names)}), {len(train_set)} training images ({train_set.layout} layout), {config.workers} worker(s) x {config.batch_size} images, "
           f"{config.iterations} iterations -> {config.output}", flush=True)
     try:

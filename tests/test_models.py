@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.models import resnet50
-from torchvision.models.segmentation import deeplabv3_resnet50, deeplabv3_resnet101
+from torchvision.models import mobilenet_v3_large, resnet50
+from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large, deeplabv3_resnet50, deeplabv3_resnet101
 
 from deeplab_core.models import ASPPv2, build_model, count_parameters, imagenet_weights_path
 
@@ -49,11 +49,16 @@ def test_documented_parameter_table_is_true():
             assert int(row.group(1).replace(",", "")) == count_parameters(build_model(arch, backbone, 8, 21))
 
 
-@pytest.mark.parametrize("constructor, backbone", [(deeplabv3_resnet50, "resnet50"), (deeplabv3_resnet101, "resnet101")])
-def test_torchvision_deeplabv3_weights_load_strictly_and_give_equal_outputs(constructor, backbone):
+TORCHVISION_DEEPLABV3 = {"resnet50": (deeplabv3_resnet50, 8), "resnet101": (deeplabv3_resnet101, 8),
+                         "mobilenet_v3_large": (deeplabv3_mobilenet_v3_large, 16)}
+
+
+@pytest.mark.parametrize("backbone", list(TORCHVISION_DEEPLABV3))
+def test_torchvision_deeplabv3_weights_load_strictly_and_give_equal_outputs(backbone):
+    constructor, stride = TORCHVISION_DEEPLABV3[backbone]
     torch.manual_seed(0)
     reference = constructor(weights=None, weights_backbone=None, num_classes=21, aux_loss=False).eval()
-    ours = build_model("deeplabv3", backbone, output_stride=8, num_classes=21).eval()
+    ours = build_model("deeplabv3", backbone, output_stride=stride, num_classes=21).eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
     images = torch.randn(2, 3, 97, 130)
     with torch.no_grad():
@@ -92,10 +97,27 @@ def test_pretrained_backbone_loads_from_a_file_and_from_the_torch_cache(tmp_path
     assert torch.equal(model.backbone.conv1.weight, imagenet.conv1.weight)
 
 
+def test_mobilenet_backbone_loads_imagenet_weights_from_torchvisions_file(tmp_path):
+    torch.manual_seed(0)
+    imagenet = mobilenet_v3_large(weights=None)
+    weights_file = tmp_path / "mobilenet_v3_large.pth"
+    torch.save(imagenet.state_dict(), weights_file)  # features.* and classifier.*, as torchvision's file
+    model = build_model("deeplabv3", "mobilenet_v3_large", 16, 3, pretrained_backbone=weights_file)
+    assert torch.equal(model.backbone[16][0].weight, imagenet.features[16][0].weight)
+    assert torch.equal(model.backbone[4].block[0][0].weight, imagenet.features[4].block[0][0].weight)
+
+
+def test_mobilenet_runs_at_output_stride_16_with_the_v2_head_too():
+    model = build_model("deeplabv2", "mobilenet_v3_large", 16, 4).eval()
+    with torch.no_grad():
+        assert model.low_res_logits(torch.randn(1, 3, 129, 129)).shape == (1, 4, 9, 9)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"arch": "deeplabv4"}, "unknown arch"),
     ({"backbone": "resnet18"}, "unknown backbone"),
     ({"output_stride": 32}, "output_stride"),
+    ({"backbone": "mobilenet_v3_large", "output_stride": 8}, r"output_stride of mobilenet_v3_large .*\(16,\)"),
     ({"num_classes": 1}, "num_classes"),
 ])
 def test_bad_model_arguments_are_rejected_clearly(kwargs, message):
@@ -103,28 +125,29 @@ def test_bad_model_arguments_are_rejected_clearly(kwargs, message):
         build_model(**{"arch": "deeplabv2", "backbone": "resnet50", "output_stride": 16, "num_classes": 3, **kwargs})
 
 
-@pytest.mark.parametrize("backbone", ["resnet50"])
+@pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v3_large"])
 def test_torchvision_voc_weights_become_a_checkpoint_with_equal_outputs(backbone, tmp_path, monkeypatch, capsys):
     """Saved the way torchvision's hub file is (a state dict, auxiliary head included), with random weights."""
     from deeplab_core.checkpoint import load_model
     from deeplab_core.data import VOC_CLASSES
-    from deeplab_core.pretrained import TORCHVISION_FILES, main
+    from deeplab_core.pretrained import main, torchvision_file
 
+    constructor, stride = TORCHVISION_DEEPLABV3[backbone]
     torch.manual_seed(0)
-    reference = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=True).eval()
+    reference = constructor(weights=None, weights_backbone=None, num_classes=21, aux_loss=True).eval()
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     assert main(["--backbone", backbone, "--output", str(tmp_path / "voc.pt")]) == 2  # not in the cache yet
-    assert "download " + TORCHVISION_FILES[backbone] in capsys.readouterr().err
-    cached = tmp_path / "torch" / "hub" / "checkpoints" / TORCHVISION_FILES[backbone]
+    assert "download " + torchvision_file(backbone) in capsys.readouterr().err
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / torchvision_file(backbone)
     cached.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), cached)
     assert main(["--backbone", backbone, "--output", str(tmp_path / "voc.pt")]) == 0
     model, checkpoint = load_model(str(tmp_path / "voc.pt"))
-    assert checkpoint.spec.class_names == tuple(VOC_CLASSES) and checkpoint.spec.output_stride == 8
+    assert checkpoint.spec.class_names == tuple(VOC_CLASSES) and checkpoint.spec.output_stride == stride
     images = torch.randn(1, 3, 97, 130)
     with torch.no_grad():
         assert torch.equal(model(images), reference(images)["out"])
     torch.save({"not": torch.zeros(1)}, tmp_path / "other.pt")
     other = ["--weights", str(tmp_path / "other.pt"), "--output", str(tmp_path / "x.pt")]
     assert main(["--backbone", backbone, *other]) == 2
-    assert "not torchvision's DeepLab-v3 resnet50 weights" in capsys.readouterr().err
+    assert f"not torchvision's DeepLab-v3 {backbone} weights" in capsys.readouterr().err

@@ -16,9 +16,9 @@ V3_RATES_AT_STRIDE_16 = (6, 12, 18)
 ASPP_CHANNELS = 256
 
 
-def v3_rates(output_stride: int) -> tuple[int, ...]:
-    """The paper's atrous rates for output stride 16, doubled at output stride 8."""
-    return tuple(rate * 16 // output_stride for rate in V3_RATES_AT_STRIDE_16)
+def v3_rates(output_stride: int, at_stride_16: Sequence[int] = V3_RATES_AT_STRIDE_16) -> tuple[int, ...]:
+    """The atrous rates for output stride 16 (the paper's by default), doubled at output stride 8."""
+    return tuple(rate * 16 // output_stride for rate in at_stride_16)
 
 
 class ASPPConv(nn.Sequential):

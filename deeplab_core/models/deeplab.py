@@ -1,4 +1,4 @@
-"""The DeepLab model: an atrous ResNet backbone followed by an ASPP head, and ``build_model``."""
+"""The DeepLab model: an atrous backbone (``backbone.BACKBONES``) followed by an ASPP head, and ``build_model``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from torch.nn import functional as F
 
 from deeplab_core.models.aspp_v2 import ASPPv2
 from deeplab_core.models.aspp_v3 import DeepLabV3Head, v3_rates
-from deeplab_core.models.backbone import OUT_CHANNELS, RESNETS, AtrousResNet
+from deeplab_core.models.backbone import AtrousBackbone, lookup
 
 ARCHS = ("deeplabv2", "deeplabv3")
-BACKBONES = tuple(RESNETS)
 
 
 class DeepLab(nn.Module):
@@ -23,7 +22,7 @@ class DeepLab(nn.Module):
     pipeline should ship between machines; ``deeplab_core.inference.upsample_logits`` restores full size.
     """
 
-    def __init__(self, backbone: AtrousResNet, classifier: nn.Module, arch: str, num_classes: int) -> None:
+    def __init__(self, backbone: AtrousBackbone, classifier: nn.Module, arch: str, num_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.classifier = classifier
@@ -53,22 +52,22 @@ def build_model(
     num_classes: int = 21,
     pretrained_backbone: str | Path | bool = False,
 ) -> DeepLab:
-    """Build DeepLab-v2 (ASPP-L) or DeepLab-v3 (ASPP + image pooling) on an atrous ResNet-50/101.
+    """Build DeepLab-v2 (ASPP-L) or DeepLab-v3 (ASPP + image pooling) on an atrous backbone of ``BACKBONES``.
 
-    ``pretrained_backbone`` loads ImageNet ResNet weights from a local file path, or with True from the
+    ``pretrained_backbone`` loads the backbone's ImageNet weights from a local file path, or with True from the
     torch hub cache; nothing is ever downloaded.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    features = AtrousResNet(backbone, output_stride)
+    features = AtrousBackbone(backbone, output_stride)
     if pretrained_backbone:
         features.load_imagenet_weights(pretrained_backbone)
     if arch == "deeplabv2":
-        head: nn.Module = ASPPv2(OUT_CHANNELS, num_classes)
+        head: nn.Module = ASPPv2(features.out_channels, num_classes)
     else:
-        head = DeepLabV3Head(OUT_CHANNELS, num_classes, v3_rates(output_stride))
+        head = DeepLabV3Head(features.out_channels, num_classes, v3_rates(output_stride, lookup(backbone).v3_rates_at_16))
     return DeepLab(features, head, arch, num_classes)
 
 

@@ -12,8 +12,8 @@ from typing import Any
 from torch import nn
 
 from deeplab_core.classes import Colour, default_colours
-from deeplab_core.models.backbone import IMAGENET_MEAN, IMAGENET_STD, OUTPUT_STRIDES
-from deeplab_core.models.deeplab import ARCHS, BACKBONES, DeepLab, build_model, unwrap
+from deeplab_core.models.backbone import BACKBONES, IMAGENET_MEAN, IMAGENET_STD
+from deeplab_core.models.deeplab import ARCHS, DeepLab, build_model, unwrap
 
 # Keys later versions added: a checkpoint without them still loads (class_colours: the VOC colour map's).
 OPTIONAL_SPEC_KEYS = ("class_colours",)
@@ -44,9 +44,11 @@ class ModelSpec:
         if self.arch not in ARCHS:
             raise ValueError(f"ModelSpec: arch must be one of {ARCHS}, got {self.arch!r}")
         if self.backbone not in BACKBONES:
-            raise ValueError(f"ModelSpec: backbone must be one of {BACKBONES}, got {self.backbone!r}")
-        if self.output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f"ModelSpec: output_stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
+            raise ValueError(f"ModelSpec: backbone must be one of {tuple(BACKBONES)}, got {self.backbone!r}")
+        strides = BACKBONES[self.backbone].output_strides
+        if self.output_stride not in strides:
+            raise ValueError(f"ModelSpec: output_stride of {self.backbone} must be one of {strides}, got "
+                             f"{self.output_stride}")
         if self.num_classes < 2 or len(names) != self.num_classes:
             raise ValueError(f"ModelSpec: {self.num_classes} classes need as many names (>= 2), got {len(names)}")
         if len(self.mean) != 3 or len(self.std) != 3:

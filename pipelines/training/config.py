@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from deeplab_core.data import LAYOUT_NAMES, MASK_DIR
 from deeplab_core.io import normalize_uri
-from deeplab_core.models import ARCHS, BACKBONES, OUTPUT_STRIDES
+from deeplab_core.models import ARCHS, BACKBONES, OUTPUT_STRIDES, backbone_help
 from deeplab_core.training import RECIPES, Recipe
 from deeplab_core.msc import MSC_SCALES
 from pipelines.common.options import (
@@ -46,8 +46,9 @@ class TrainConfig:
     mask_folder: str = option(MASK_DIR, "the masks' folder under each dataset root (SegmentationClassAug for "
                                         "VOC + SBD's train_aug)")
     arch: str = option("deeplabv2", "model architecture", choices=ARCHS)
-    backbone: str = option("resnet101", "ResNet backbone", choices=BACKBONES)
-    output_stride: int = option(8, "backbone output stride", convert=int, choices=OUTPUT_STRIDES)
+    backbone: str = option("resnet101", "the backbone network", choices=tuple(BACKBONES))
+    output_stride: int | None = option(None, f"the backbone's output stride; default: the smallest it supports "
+                                             f"({backbone_help()})", convert=int, choices=OUTPUT_STRIDES)
     num_classes: int | None = option(None, "classes; default: the dataset's own (a classes.txt, Cityscapes' 19, "
                                            "ADE20K's 150, COCO's categories, labelme's labels), else 21 (PASCAL VOC)",
                                      convert=positive_int)
