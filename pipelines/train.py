@@ -121,7 +121,8 @@ def run(config: TrainConfig) -> int:
 
     init_ray()
     num_classes = len(classes)
-    global_batch = config.batch_size * config.accumulation * config.workers
+    # Rows for the largest world an elastic run may grow to: each worker takes batch_size x accumulation per step.
+    global_batch = config.batch_size * config.accumulation * config.workers.maximum
     datasets = {"train": training_dataset(train_set.samples, config.iterations * global_batch, config.crop_size,
                                           config.min_scale, config.max_scale, num_classes, config.seed)}
     if val_set is not None:
@@ -134,12 +135,15 @@ def run(config: TrainConfig) -> int:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"plan": plan},
-        scaling_config=ray.train.ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu,
-                                               resources_per_worker={"CPU": config.cpus_per_worker}),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.workers.minimum if config.workers.fixed else (config.workers.minimum,
+                                                                             config.workers.maximum),
+            elastic_resize_monitor_interval_s=config.resize_interval, use_gpu=config.use_gpu,
+            resources_per_worker={"CPU": config.cpus_per_worker}),
         run_config=ray.train.RunConfig(
             name=RUN_NAME, storage_path=storage_path, storage_filesystem=storage_filesystem,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints, **scoring),
-            failure_config=ray.train.FailureConfig(max_failures=config.max_failures)),
+            failure_config=ray.train.FailureConfig(max_failures=config.restarts)),
         datasets=datasets,
     )
     print(f"[train] {config.arch}/{config.backbone} stride {spec.output_stride}, {num_classes} classes "

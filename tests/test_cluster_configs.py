@@ -74,3 +74,29 @@ def test_env_unset_clears_every_variable_env_exports(tmp_path, capsys):
     assert local.main(["env", "--unset"]) == 0
     unset = capsys.readouterr().out.split()
     assert unset[0] == "unset" and set(unset[1:]) == exported and "RAY_ADDRESS" in exported
+
+
+@pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob-train.yaml", "rayjob-segment.yaml"])
+def test_kuberay_clusters_scale_from_zero_with_the_autoscaler_on(name):
+    doc = yaml.safe_load((CLUSTER / "kuberay" / name).read_text())
+    spec = doc["spec"].get("rayClusterSpec", doc["spec"])
+    assert spec["enableInTreeAutoscaling"] is True
+    assert spec["autoscalerOptions"]["idleTimeoutSeconds"] > 0
+    assert all(group["minReplicas"] == 0 and group["maxReplicas"] > 0 for group in spec["workerGroupSpecs"])
+
+
+def test_the_kuberay_jobs_grow_their_workers_and_actors():
+    from pipelines import segment, train
+
+    train_job = yaml.safe_load((CLUSTER / "kuberay" / "rayjob-train.yaml").read_text())
+    config = train.parse_args(train_job["spec"]["entrypoint"].split()[3:])
+    assert not config.workers.fixed and config.restarts >= 1
+    segment_job = yaml.safe_load((CLUSTER / "kuberay" / "rayjob-segment.yaml").read_text())
+    assert not segment.parse_args(segment_job["spec"]["entrypoint"].split()[3:]).resources.model_actors.fixed
+
+
+def test_the_launcher_yaml_scales_every_worker_type_from_zero():
+    doc = yaml.safe_load((CLUSTER / "aws.yaml").read_text())
+    workers = [node for name, node in doc["available_node_types"].items() if name != doc["head_node_type"]]
+    assert workers and all(node["min_workers"] == 0 and node["max_workers"] > 0 for node in workers)
+    assert doc["idle_timeout_minutes"] > 0

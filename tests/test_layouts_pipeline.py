@@ -14,7 +14,7 @@ from deeplab_core.checkpoint import load_checkpoint
 from deeplab_core.data import open_dataset
 from deeplab_core.io import read_bytes, write_bytes
 from deeplab_core.synthetic import generate, layout_classes
-from pipelines import evaluate, segment, train
+from pipelines import evaluate, segment, train, tune_crf
 from pipelines.segmentation.manifest import manifest_classes, read_manifest
 from pipelines.segmentation.writers import decode_rle
 from tests.helpers import png_bytes
@@ -25,6 +25,10 @@ TINY_RUN = ["--arch", "deeplabv2", "--backbone", "resnet50", "--output-stride", 
             "--batch-size", "2", "--iterations", "2", "--val-every", "2", "--lr", "0.005", "--head-lr-multiplier", "1",
             "--workers", "1"]
 
+# The second backbone family goes the same way (train, evaluate, segment, tune_crf) in one of the layouts' runs.
+MOBILENET = ["--arch", "deeplabv3", "--backbone", "mobilenet_v3_large", "--output-stride", "16"]
+MODEL_FOR_LAYOUT = {"labelme": MOBILENET}
+
 
 @pytest.mark.parametrize("layout", ["cityscapes", "ade20k", "pairs", "coco", "labelme"])
 def test_a_root_in_each_layout_trains_with_its_classes(ray_cluster, tmp_path, layout, capsys):
@@ -32,11 +36,18 @@ def test_a_root_in_each_layout_trains_with_its_classes(ray_cluster, tmp_path, la
     generate(root, num_images=6, size=40, num_classes=3, seed=11, layout=layout)
     expected = layout_classes(layout, 3)
 
-    assert train.main(["--data", root, "--val-data", root, "--output", run, *TINY_RUN]) == 0
+    model = MODEL_FOR_LAYOUT.get(layout, [])
+    assert train.main(["--data", root, "--val-data", root, "--output", run, *TINY_RUN, *model]) == 0
     assert f"({layout} layout)" in capsys.readouterr().out
     spec = load_checkpoint(run).spec
     assert spec.class_names == expected.names and spec.class_colours == expected.colours
+    assert spec.backbone == (model[3] if model else "resnet50")
     _evaluate_and_segment(root, run, tmp_path, layout)
+    if model:
+        tuned = str(tmp_path / "tuned")
+        assert tune_crf.main(["--data", root, "--checkpoint", run, "--output", tuned, "--num-images", "2",
+                              "--grid", "w1=3,4", "--no-refine"]) == 0
+        assert "w1" in read_bytes(f"{tuned}/crf_params.yaml").decode()
 
 
 def _evaluate_and_segment(root: str, run: str, tmp_path, layout: str) -> None:

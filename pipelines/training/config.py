@@ -17,6 +17,7 @@ from deeplab_core.io import normalize_uri
 from deeplab_core.models import ARCHS, BACKBONES, OUTPUT_STRIDES, backbone_help
 from deeplab_core.training import RECIPES, Recipe
 from deeplab_core.msc import MSC_SCALES
+from pipelines.common.ranges import CountRange, count_range
 from pipelines.common.options import (
     add_field_options, flag, flag_text, fraction, parse_scales, positive_float, positive_int,
 )
@@ -27,6 +28,10 @@ def option(default: Any, help: str, *, convert: Callable[[str], Any] | None = No
     """A ``TrainConfig`` field: its default, its help, how a flag's (or a YAML value's) text converts, its choices."""
     return field(default=default, metadata={"help": help, "convert": convert, "choices": choices,
                                             "required": required})
+
+
+# Restarts an elastic run allows by default: each lost node costs one (the run shrinks and resumes).
+ELASTIC_RESTARTS = 3
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,11 @@ class TrainConfig:
     head_lr_multiplier: float | None = option(None, "LR multiplier of the head", convert=float)
     min_scale: float | None = option(None, "random scale lower bound", convert=positive_float)
     max_scale: float | None = option(None, "random scale upper bound", convert=positive_float)
-    workers: int = option(1, "Ray Train workers (DDP processes)", convert=positive_int)
+    workers: CountRange = option(CountRange(1, 1), "Ray Train workers (DDP processes): N, or MIN-MAX for an elastic "
+                                 "run that starts once MIN can run, grows to MAX as nodes join and shrinks when one "
+                                 "is lost, resuming from its latest checkpoint each time", convert=count_range)
+    resize_interval: float = option(60.0, "elastic runs: seconds between checks whether the cluster holds room for "
+                                          "more workers", convert=positive_float)
     cpus_per_worker: float = option(1.0, "CPUs reserved per worker", convert=positive_float)
     use_gpu: bool = option(False, "one GPU per worker, NCCL")
     amp: bool = option(False, "bf16 (or fp16) autocast on GPUs")
@@ -77,8 +86,17 @@ class TrainConfig:
     val_every: int = option(1000, "validate and checkpoint every N iterations", convert=positive_int)
     log_every: int = option(20, "progress line every N iterations", convert=positive_int)
     keep_checkpoints: int = option(3, "best checkpoints kept", convert=positive_int)
-    max_failures: int = option(0, "restarts after a worker dies (-1: no limit)", convert=int)
+    max_failures: int | None = option(None, "restarts after a worker dies (-1: no limit); default 0, or "
+                                            f"{ELASTIC_RESTARTS} for an elastic run (--workers MIN-MAX), for which a "
+                                            "lost node is one", convert=int)
     seed: int = option(0, "data order and augmentation seed", convert=int)
+
+    @property
+    def restarts(self) -> int:
+        """How many worker-group failures the run survives (``max_failures``, else 0 or ELASTIC_RESTARTS)."""
+        if self.max_failures is not None:
+            return self.max_failures
+        return 0 if self.workers.fixed else ELASTIC_RESTARTS
 
     def recipe(self) -> Recipe:
         return RECIPES[self.arch]

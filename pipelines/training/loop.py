@@ -21,7 +21,7 @@ import torch
 from deeplab_core.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from deeplab_core.models import unwrap
 from deeplab_core.inference import normalize
-from deeplab_core.io import join_uri, write_bytes
+from deeplab_core.io import exists, join_uri, read_bytes, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
 from deeplab_core.models import ModelSpec
 from deeplab_core.inference_settings import InferenceSettings
@@ -61,6 +61,9 @@ class WorkerState:
     iteration: int = 0
     best_miou: float = -1.0
     resumed_from: int | None = None  # the checkpoint's iteration when this worker continued a run
+    # This rank's spans of iterations in earlier worker groups of the run (an elastic resize or a restart starts a
+    # new group): [{"world_size", "first", "last"}], read back from its record.
+    earlier_spans: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -117,6 +120,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     worker = setup_worker(config, plan.spec)
     restore(worker)
+    if worker.resumed_from is not None:
+        worker.earlier_spans = earlier_spans(config.output, worker.rank)
+    first_iteration = worker.iteration
     class_names = plan.spec.class_names
     log = TrainingLog.resume(config.output, class_names, worker.iteration) if worker.rank == 0 else None
 
@@ -159,8 +165,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     log.add(metrics)
                     log.write()
                 save_and_report(worker, metrics, plan.spec)
+                # Recorded at each checkpoint too: a resize ends this worker group without a last word.
+                write_worker_report(config.output, worker, seen, None, first_iteration)
 
-    write_worker_report(config.output, worker, seen, throughput.steady(worker.iteration))
+    write_worker_report(config.output, worker, seen, throughput.steady(worker.iteration), first_iteration)
 
 
 def setup_worker(config: TrainConfig, spec: ModelSpec) -> WorkerState:
@@ -284,15 +292,30 @@ def save_and_report(worker: WorkerState, metrics: dict, spec: ModelSpec) -> None
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def write_worker_report(output: str, worker: WorkerState, seen: list[int],
-                        steady_images_per_second: float | None) -> None:
-    """``<output>/workers/rank_N.json``: the rows this worker saw, its weights' checksum, its steady-state rate, and
-    the iteration it resumed from (None for a run that did not restart)."""
+def write_worker_report(output: str, worker: WorkerState, seen: list[int], steady_images_per_second: float | None,
+                        first_iteration: int) -> None:
+    """``<output>/workers/rank_N.json``: the rows this worker saw, its weights' checksum, its steady-state rate, the
+    iteration it resumed from (None for a run that did not restart), and its spans: the iterations it trained in
+    each worker group of the run and that group's world size (an elastic run's resizes show here)."""
     checksum = sum(float(p.detach().double().sum()) for p in unwrap(worker.model).parameters())
+    span = {"world_size": worker.world_size, "first": first_iteration, "last": worker.iteration}
     report = {"rank": worker.rank, "world_size": worker.world_size, "iteration": worker.iteration,
               "samples_seen": seen, "parameter_checksum": checksum,
-              "steady_images_per_second": steady_images_per_second, "resumed_from": worker.resumed_from}
-    write_bytes(join_uri(output, WORKER_REPORTS, f"rank_{worker.rank}.json"), json.dumps(report).encode())
+              "steady_images_per_second": steady_images_per_second, "resumed_from": worker.resumed_from,
+              "spans": [*worker.earlier_spans, span]}
+    write_bytes(worker_report_uri(output, worker.rank), json.dumps(report).encode())
+
+
+def worker_report_uri(output: str, rank: int) -> str:
+    return join_uri(output, WORKER_REPORTS, f"rank_{rank}.json")
+
+
+def earlier_spans(output: str, rank: int) -> list[dict]:
+    """The spans rank ``rank`` recorded in earlier worker groups of this run (none when it has no record yet)."""
+    uri = worker_report_uri(output, rank)
+    if not exists(uri):
+        return []
+    return list(json.loads(read_bytes(uri)).get("spans", []))
 
 
 def worker_log(message: str) -> None:

@@ -1,0 +1,205 @@
+"""A cluster that really scales, on this machine: Ray's own autoscaler launching and removing real Ray nodes (its
+fake multi-node provider), for trying and testing what grows with the work.
+
+    python -m cluster.autoscaling [--head-cpus 1] [--node-cpus 1] [--max-nodes 3] [--idle-timeout 6]
+                                  [--timeline FILE] [--remove-node-when PATH] -- COMMAND ...
+
+Starts a Ray head (token authentication on) with an autoscaling config whose worker type has ``--node-cpus`` CPUs and
+0..``--max-nodes`` nodes, runs COMMAND against it (``RAY_ADDRESS`` set), and stops everything when COMMAND ends;
+exits with COMMAND's status. The autoscaler launches nodes for what the work asks and removes them after
+``--idle-timeout`` seconds idle. ``--timeline`` writes the alive nodes over time (JSON: samples, peak, node-seconds);
+``--remove-node-when PATH`` kills a worker node that runs a Ray Train worker once PATH exists (a lost node, as a
+preempted VM is).
+
+Everything runs in a network and PID namespace of its own (root, as CI and the development machines): Ray binds
+127.0.0.1 only, the fixed ports clash with no other cluster, and whatever Ray leaves behind ends with the namespace,
+never another Ray on the machine. Give COMMAND local paths: nothing outside the namespace is reachable from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HOST, GCS_PORT = "127.0.0.1", 6379
+HEAD_TYPE, WORKER_TYPE = "ray.head.default", "ray.worker.cpu"
+INSIDE_FLAG = "--inside-namespace"
+FAKE_PROVIDER_PACKAGE = "autoscaler/_private/fake_multi_node"
+# The fake provider's id for the head (ray.autoscaler._private.fake_multi_node.node_provider.FAKE_HEAD_NODE_ID): the
+# head must take it for Ray's autoscaler v2 (what Ray Train's and Ray Data's resource requests go through) to know it.
+FAKE_HEAD_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"
+SAMPLE_SECONDS = 0.5
+
+
+def autoscaling_config(head_cpus: int, node_cpus: int, max_nodes: int, idle_timeout_s: float) -> dict:
+    """The fake provider's cluster config (Ray's wheel ships no example of it)."""
+    return {
+        "cluster_name": "fake-autoscaling",
+        "max_workers": max_nodes,
+        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                     "disable_launch_config_check": True, "launch_multiple": True, "head_node_id": FAKE_HEAD_ID},
+        "available_node_types": {
+            HEAD_TYPE: {"resources": {"CPU": head_cpus}, "node_config": {}, "max_workers": 0},
+            WORKER_TYPE: {"resources": {"CPU": node_cpus}, "node_config": {}, "min_workers": 0,
+                          "max_workers": max_nodes},
+        },
+        "head_node_type": HEAD_TYPE,
+        "auth": {}, "docker": {}, "upscaling_speed": 1.0, "idle_timeout_minutes": idle_timeout_s / 60,
+        "initialization_commands": [], "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
+        "head_start_ray_commands": [], "worker_start_ray_commands": [], "file_mounts": {},
+        "cluster_synced_files": [], "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
+    }
+
+
+def raylets() -> list:
+    import psutil
+
+    return [process for process in psutil.process_iter(["name", "cmdline"])
+            if process.info["name"] == "raylet" or any("raylet/raylet" in part for part in process.info["cmdline"] or ())]
+
+
+def is_head(raylet) -> bool:
+    return any("--head" in part or "is_head_node=true" in part.lower() for part in raylet.info["cmdline"] or ())
+
+
+def remove_node_running(text: str) -> str | None:
+    """Kill (SIGKILL, as a preemption) the first non-head node one of whose processes' command line holds ``text``;
+    the killed raylet's pid, or None when no such node runs."""
+    import psutil
+
+    for raylet in raylets():
+        if is_head(raylet):
+            continue
+        try:
+            family = [raylet, *raylet.children(recursive=True)]
+            if any(text in " ".join(member.cmdline()) for member in family):
+                for member in family:
+                    member.kill()
+                return str(raylet.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+def provide_fake_provider_defaults(state: Path, config: dict) -> None:
+    """Ray's autoscaler fills a config's gaps from its provider's example file, which Ray's wheel lacks for the fake
+    provider: show Ray's package folder with that file added, in this process's mount namespace only (a bind mount
+    of a copy; the installed package is untouched, and the view ends with the namespace)."""
+    package = Path(importlib.util.find_spec("ray").submodule_search_locations[0]) / FAKE_PROVIDER_PACKAGE
+    if (package / "example.yaml").exists():
+        return
+    overlay = state / "fake_multi_node"
+    shutil.copytree(package, overlay)
+    (overlay / "example.yaml").write_text(json.dumps(config))
+    subprocess.run(["mount", "--bind", str(overlay), str(package)], check=True)
+
+
+def run_inside(args: argparse.Namespace) -> int:
+    state = Path(tempfile.mkdtemp(prefix="dlr-fake-"))
+    settings = autoscaling_config(args.head_cpus, args.node_cpus, args.max_nodes, args.idle_timeout)
+    config = state / "autoscaling.json"  # YAML is a superset of JSON: Ray reads it as its YAML config
+    config.write_text(json.dumps(settings))
+    provide_fake_provider_defaults(state, settings)
+    token = secrets.token_hex(32)
+    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_enable_autoscaler_v2": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+           "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_ID, "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_ID,
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.run(
+        ["ray", "start", "--head", f"--node-ip-address={HOST}", f"--port={GCS_PORT}", f"--num-cpus={args.head_cpus}",
+         f"--autoscaling-config={config}", "--include-dashboard=false", "--disable-usage-stats",
+         f"--temp-dir={state / 'ray'}"], env=env, capture_output=True, text=True, timeout=180)
+    if head.returncode != 0:
+        print(f"error: the autoscaling head did not start:\n{head.stdout}\n{head.stderr}", file=sys.stderr)
+        return 2
+    timeline: dict = {"samples": [], "removed": []}
+    client = {key: value for key, value in env.items()
+              if key not in ("RAY_CLOUD_INSTANCE_ID", "RAY_OVERRIDE_NODE_ID_FOR_TESTING")}
+    command = subprocess.Popen(args.command, env={**client, "RAY_ADDRESS": f"{HOST}:{GCS_PORT}"})
+    started = time.monotonic()
+    try:
+        while command.poll() is None:
+            nodes = len(raylets())
+            timeline["samples"].append([round(time.monotonic() - started, 2), nodes])
+            if args.remove_node_when and not timeline["removed"] and Path(args.remove_node_when).exists():
+                removed = remove_node_running(args.remove_node_running)
+                if removed:
+                    timeline["removed"].append([round(time.monotonic() - started, 2), removed])
+                    print(f"[autoscaling] removed a node (raylet pid {removed}) running {args.remove_node_running}",
+                          flush=True)
+            time.sleep(SAMPLE_SECONDS)
+        timeline["command_seconds"] = round(time.monotonic() - started, 2)
+        # After the command: the idle nodes' removal, for up to --linger seconds.
+        deadline = time.monotonic() + args.linger
+        while time.monotonic() < deadline:
+            nodes = len(raylets())
+            timeline["samples"].append([round(time.monotonic() - started, 2), nodes])
+            if nodes <= 1:
+                break
+            time.sleep(SAMPLE_SECONDS)
+    finally:
+        if command.poll() is None:
+            command.send_signal(signal.SIGINT)
+            command.wait(timeout=30)
+        samples = timeline["samples"]
+        timeline["peak_nodes"] = max((nodes for _, nodes in samples), default=0)
+        timeline["node_seconds"] = round(sum(nodes * (t1 - t0) for (t0, nodes), (t1, _) in zip(samples, samples[1:])),
+                                         1)
+        timeline["returncode"] = command.returncode
+        if args.timeline:
+            Path(args.timeline).write_text(json.dumps(timeline))
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)  # our namespace only
+        if not os.environ.get("DLR_KEEP_FAKE_CLUSTER"):
+            shutil.rmtree(state, ignore_errors=True)
+    print(f"[autoscaling] peak {timeline['peak_nodes']} nodes, {timeline['node_seconds']} node-seconds; command "
+          f"exited {command.returncode}", flush=True)
+    return command.returncode
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cluster.autoscaling", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--head-cpus", type=int, default=1)
+    parser.add_argument("--node-cpus", type=int, default=1, help="CPUs of each node the autoscaler launches")
+    parser.add_argument("--max-nodes", type=int, default=3, help="at most this many worker nodes")
+    parser.add_argument("--idle-timeout", type=float, default=6.0, help="seconds before an idle node is removed")
+    parser.add_argument("--linger", type=float, default=60.0,
+                        help="after COMMAND, wait up to this long for the idle nodes' removal (in the timeline)")
+    parser.add_argument("--timeline", help="write the nodes over time here (JSON)")
+    parser.add_argument("--remove-node-when", metavar="PATH",
+                        help="once PATH exists, kill a worker node running --remove-node-running")
+    parser.add_argument("--remove-node-running", default="RayTrainWorker", metavar="TEXT")
+    parser.add_argument(INSIDE_FLAG, action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...")
+    args = parser.parse_args(argv)
+    args.command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not args.command:
+        parser.error("give the command to run: -- COMMAND ...")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.inside_namespace:
+        return run_inside(args)
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        print("error: cluster.autoscaling runs its cluster in namespaces of its own: it needs root and unshare",
+              file=sys.stderr)
+        return 2
+    inner = [sys.executable, "-m", "cluster.autoscaling", INSIDE_FLAG, *argv]
+    return subprocess.call(["unshare", "-n", "-p", "-f", "--mount-proc", "--", "sh", "-c",
+                            'ip link set lo up && exec "$@"', "autoscaling", *inner])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

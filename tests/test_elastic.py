@@ -1,0 +1,89 @@
+"""What grows with the work, on a cluster that really scales: Ray's own autoscaler launching and removing real Ray
+nodes on this machine (its fake multi-node provider, through ``cluster.autoscaling``, in namespaces of its own).
+
+A segmentation run with the CRF makes the autoscaler launch CPU nodes and gives them back; an elastic training run
+starts with one worker, grows to two when a node joins, shrinks when that node is lost, and finishes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deeplab_core.checkpoint import load_checkpoint, save_checkpoint
+from deeplab_core.models import ModelSpec
+from deeplab_core.synthetic import generate
+from pipelines.segmentation.manifest import read_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare"),
+]
+# Small and quick on CPUs: MobileNetV3 (its checkpoints are ~20 MB, so checkpointing every iteration is cheap).
+TINY_MOBILENET = ["--arch", "deeplabv2", "--backbone", "mobilenet_v3_large", "--num-classes", "3", "--crop-size",
+                  "32", "--batch-size", "2", "--lr", "0.005", "--head-lr-multiplier", "1"]
+
+
+def on_autoscaling_cluster(tmp_path: Path, cluster: list[str], command: list[str],
+                           timeout: int = 600) -> tuple[dict, str]:
+    """Run ``command`` on a fresh autoscaling cluster (``cluster``: cluster.autoscaling's options); its timeline and
+    the whole log."""
+    timeline = tmp_path / "timeline.json"
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    result = subprocess.run([sys.executable, "-m", "cluster.autoscaling", "--timeline", str(timeline), *cluster,
+                             "--", *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    return json.loads(timeline.read_text()), log
+
+
+def test_segmentation_with_the_crf_grows_cpu_nodes_and_gives_them_back(tmp_path):
+    images = tmp_path / "images"
+    generate(str(tmp_path / "data"), num_images=12, size=96, num_classes=3, seed=3)
+    shutil.copytree(tmp_path / "data" / "JPEGImages", images)
+    spec = ModelSpec("deeplabv3", "mobilenet_v3_large", 16, 3)
+    checkpoint = tmp_path / "model.pt"
+    save_checkpoint(str(checkpoint), spec.build(), spec)
+    output = tmp_path / "segmented"
+    idle_timeout = 5
+    timeline, log = on_autoscaling_cluster(
+        tmp_path, ["--head-cpus", "1", "--node-cpus", "1", "--max-nodes", "3", "--idle-timeout", str(idle_timeout),
+                   "--linger", "60"],
+        [sys.executable, "-m", "pipelines.segment", "--input", str(images), "--output", str(output),
+         "--checkpoint", str(checkpoint), "--model-actors", "1", "--rows-per-block", "1"])
+
+    manifest = read_manifest(str(output))
+    assert sorted(manifest.column("status").to_pylist()) == ["ok"] * 12, log[-3000:]
+    assert timeline["peak_nodes"] >= 2, timeline  # the head and at least one node the autoscaler launched
+    assert "[segment] used: peak 1 model actors" in log, log[-3000:]
+    # Every launched node removed again, within the idle timeout (and the autoscaler's rounds) of the run's end.
+    seconds, nodes = timeline["samples"][-1]
+    assert nodes == 1 and seconds - timeline["command_seconds"] <= idle_timeout + 30, timeline["samples"][-10:]
+
+
+def test_an_elastic_training_run_grows_with_a_node_and_shrinks_when_it_is_lost(tmp_path):
+    data, run = tmp_path / "data", tmp_path / "run"
+    generate(str(data), num_images=8, size=40, num_classes=3, seed=5)
+    # The head holds one worker (2 CPUs) and the data tasks (1 CPU); the one node the autoscaler may add holds a
+    # second worker. Once that second worker has checkpointed (its record appears), its node is killed.
+    timeline, log = on_autoscaling_cluster(
+        tmp_path, ["--head-cpus", "3", "--node-cpus", "2", "--max-nodes", "1", "--idle-timeout", "5",
+                   "--linger", "0", "--remove-node-when", str(run / "workers" / "rank_1.json")],
+        [sys.executable, "-m", "pipelines.train", "--data", str(data), "--val-data", str(data), "--output", str(run),
+         *TINY_MOBILENET, "--iterations", "40", "--val-every", "1", "--log-every", "10", "--workers", "1-2",
+         "--cpus-per-worker", "2", "--resize-interval", "15"])
+
+    assert timeline["removed"], log[-3000:]
+    spans = json.loads((run / "workers" / "rank_0.json").read_text())["spans"]
+    sizes = [span["world_size"] for span in spans]
+    # One worker first, two once the node joined, one again after it was lost: the order of the world sizes.
+    assert sizes[0] == 1 and 2 in sizes and 1 in sizes[sizes.index(2):], spans
+    # Each group resumed where the one before checkpointed last: the iterations (and the poly schedule) go on.
+    assert spans[-1]["last"] == 40 and all(a["last"] <= b["first"] for a, b in zip(spans, spans[1:])), spans
+    rank_1 = json.loads((run / "workers" / "rank_1.json").read_text())["spans"]
+    assert rank_1 and all(span["world_size"] == 2 for span in rank_1), rank_1
+    assert load_checkpoint(str(run)).state["iteration"] == 40
