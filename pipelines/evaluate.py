@@ -111,7 +111,7 @@ def run(config: EvaluateConfig) -> int:
     print(f"[evaluate] used: {scores.usage.describe()}", flush=True)
     if crf:
         costs = scores.costs
-        sizing = crf_sizing_line(costs["seconds_crf"], costs["crf_labels"], costs["seconds_model"],
+        sizing = crf_sizing_line(costs[columns.SECONDS_CRF], costs[columns.CRF_LABELS], costs[columns.SECONDS_MODEL],
                                  scores.usage.peak_actors)
         if sizing:
             print(f"[evaluate] {sizing}", flush=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from deeplab_core.checkpoint import build_from_checkpoint, load_checkpoint
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import join_uri, normalize_uri
+from pipelines.segmentation import columns
 from pipelines.segmentation.inputs import assign_output_names, list_inputs
 from pipelines.segmentation.manifest import (
     compact, completed, manifest_folder, manifest_schema, record_errors, run_folder,
@@ -108,7 +109,7 @@ def run(config: SegmentConfig) -> int:
 
     schema = manifest_schema(checkpoint.spec)
     manifest = compact(config.output, schema)
-    reported = set(manifest.column("uri").to_pylist())
+    reported = set(manifest.column(columns.URI).to_pylist())
     unreported = {item["uri"]: "TaskFailedError: the task holding this input failed twice (its worker or node died, "
                                "out of memory, or storage was unreachable); re-run to retry"
                   for item in todo if item["uri"] not in reported}
@@ -116,7 +117,7 @@ def run(config: SegmentConfig) -> int:
         record_errors(config.output, unreported, crf, checkpoint.digest)
         manifest = compact(config.output, schema)
     wanted = {item["uri"] for item in inputs}
-    statuses = [s for u, s in zip(manifest.column("uri").to_pylist(), manifest.column("status").to_pylist())
+    statuses = [s for u, s in zip(manifest.column(columns.URI).to_pylist(), manifest.column(columns.STATUS).to_pylist())
                 if u in wanted]
     ok, failed = statuses.count("ok"), statuses.count("error")
     rate = len(todo) / elapsed if todo and elapsed > 0 else 0.0
@@ -127,10 +128,11 @@ def run(config: SegmentConfig) -> int:
         print(f"[segment] used: {usage.describe()}", flush=True)
     if crf and todo:
         this_run = {item["uri"] for item in todo}
-        rows = [row for row in manifest.select(["uri", "status", "seconds_model", "seconds_crf", "crf_labels"])
-                .to_pylist() if row["uri"] in this_run and row["status"] == "ok" and row["crf_labels"]]
-        line = crf_sizing_line([row["seconds_crf"] for row in rows], [row["crf_labels"] for row in rows],
-                               [row["seconds_model"] for row in rows], usage.peak_actors)
+        rows = [row for row in manifest.select([columns.URI, columns.STATUS, columns.SECONDS_MODEL, columns.SECONDS_CRF,
+                                                     columns.CRF_LABELS])
+                .to_pylist() if row[columns.URI] in this_run and row[columns.STATUS] == "ok" and row[columns.CRF_LABELS]]
+        line = crf_sizing_line([row[columns.SECONDS_CRF] for row in rows], [row[columns.CRF_LABELS] for row in rows],
+                               [row[columns.SECONDS_MODEL] for row in rows], usage.peak_actors)
         if line:
             print(f"[segment] {line}", flush=True)
     if todo and ok == 0:

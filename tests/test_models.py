@@ -6,7 +6,7 @@ import torch
 from torchvision.models import mobilenet_v3_large, resnet50
 from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large, deeplabv3_resnet50, deeplabv3_resnet101
 
-from deeplab_core.models import ASPPv2, build_model, count_parameters, imagenet_weights_path
+from deeplab_core.models import BACKBONES, ASPPv2, build_model, count_parameters, imagenet_weights_path
 
 ARCHITECTURE_DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 
@@ -43,10 +43,11 @@ def test_parameter_counts_match_independent_computation(backbone):
 def test_documented_parameter_table_is_true():
     text = ARCHITECTURE_DOC.read_text()
     for arch in ("deeplabv2", "deeplabv3"):
-        for backbone in ("resnet50", "resnet101"):
+        for backbone, entry in BACKBONES.items():
             row = re.search(rf"\|\s*{arch}\s*\|\s*{backbone}\s*\|\s*([\d,]+)\s*\|", text)
             assert row, f"docs/architecture.md lacks the parameter-count row for {arch}/{backbone}"
-            assert int(row.group(1).replace(",", "")) == count_parameters(build_model(arch, backbone, 8, 21))
+            model = build_model(arch, backbone, entry.default_output_stride, 21)
+            assert int(row.group(1).replace(",", "")) == count_parameters(model)
 
 
 TORCHVISION_DEEPLABV3 = {"resnet50": (deeplabv3_resnet50, 8), "resnet101": (deeplabv3_resnet101, 8),

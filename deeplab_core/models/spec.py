@@ -1,6 +1,7 @@
 """What a DeepLab model is, as one typed value: enough to rebuild it and to read its outputs.
 
-A checkpoint stores it as its ``config`` dict (the on-disk format DESIGN.md fixes); in memory it is a ``ModelSpec``.
+A checkpoint stores it as its ``config`` dict (the on-disk format docs/architecture.md describes, under "Data,
+metrics, checkpoints"); in memory it is a ``ModelSpec``.
 """
 
 from __future__ import annotations

@@ -20,3 +20,4 @@ SECONDS_MODEL = "seconds_model"  # the image's share of its model batch
 SECONDS_CRF = "seconds_crf"
 CRF_LABELS = "crf_labels"  # how many labels the image's CRF ran over
 PRECISION = "precision"
+STATUS = "status"  # the manifest's "ok" or "error"

@@ -19,11 +19,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from deeplab_core.io import filesystem, join_uri, write_bytes
+from pipelines.segmentation import columns
 
 MANIFEST_DIR = "manifest"
 SCHEMA = pa.schema([
-    ("uri", pa.string()),
-    ("status", pa.string()),
+    (columns.URI, pa.string()),
+    (columns.STATUS, pa.string()),
     ("error", pa.string()),
     ("width", pa.int32()),
     ("height", pa.int32()),
@@ -46,7 +47,7 @@ def empty_record(uri: str, **values) -> dict:
     unknown = set(values) - set(SCHEMA.names)
     if unknown:
         raise KeyError(f"not manifest columns: {sorted(unknown)}")
-    return {**dict.fromkeys(SCHEMA.names), "uri": uri, **values}
+    return {**dict.fromkeys(SCHEMA.names), columns.URI: uri, **values}
 
 
 # The schema's metadata names the model's classes, so that a manifest read alone says what class_pixels[i] counts.
@@ -102,8 +103,8 @@ def _conform(table: pa.Table) -> pa.Table:
 def completed(output: str) -> dict[str, str]:
     """``{input uri: mask uri}`` of the inputs already segmented into ``output``."""
     table = read_manifest(output)
-    done = table.filter(pc.equal(table.column("status"), "ok"))
-    return dict(zip(done.column("uri").to_pylist(), done.column("mask_uri").to_pylist()))
+    done = table.filter(pc.equal(table.column(columns.STATUS), "ok"))
+    return dict(zip(done.column(columns.URI).to_pylist(), done.column("mask_uri").to_pylist()))
 
 
 def _has_metadata(fs, paths: list[str], schema: pa.Schema) -> bool:
@@ -136,8 +137,8 @@ def compact(output: str, schema: pa.Schema = SCHEMA) -> pa.Table:
     fs, paths = _files(output)
     table = read_manifest(output).replace_schema_metadata(schema.metadata)
     chosen: dict[str, int] = {}
-    statuses = table.column("status").to_pylist()
-    for index, uri in enumerate(table.column("uri").to_pylist()):
+    statuses = table.column(columns.STATUS).to_pylist()
+    for index, uri in enumerate(table.column(columns.URI).to_pylist()):
         previous = chosen.get(uri)
         if previous is None or not (statuses[previous] == "ok" and statuses[index] != "ok"):
             chosen[uri] = index
