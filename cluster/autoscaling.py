@@ -9,7 +9,7 @@ Starts a Ray head (token authentication on) with an autoscaling config whose wor
 exits with COMMAND's status. The autoscaler launches nodes for what the work asks and removes them after
 ``--idle-timeout`` seconds idle. ``--timeline`` writes the alive nodes over time (JSON: samples, peak, node-seconds);
 ``--remove-node-when PATH`` kills a worker node that runs a Ray Train worker once PATH exists (a lost node, as a
-preempted VM is).
+preempted VM is); with ``--no-replacement`` the autoscaler then stops, so that nothing replaces it.
 
 Everything runs in a network and PID namespace of its own (root, as CI and the development machines): Ray binds
 127.0.0.1 only, the fixed ports clash with no other cluster, and whatever Ray leaves behind ends with the namespace,
@@ -104,6 +104,17 @@ def provide_fake_provider_defaults(state: Path, config: dict) -> None:
     subprocess.run(["mount", "--bind", str(overlay), str(package)], check=True)
 
 
+def stop_autoscaler() -> None:
+    """End the autoscaler (its monitor process): no node replaces the one removed, as when a spot market has no
+    capacity left. The cluster keeps the nodes it has."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        if any("autoscaler/v2/monitor.py" in part or "autoscaler/_private/monitor.py" in part
+               for part in process.info["cmdline"] or ()):
+            process.kill()
+
+
 def run_inside(args: argparse.Namespace) -> int:
     state = Path(tempfile.mkdtemp(prefix="dlr-fake-"))
     settings = autoscaling_config(args.head_cpus, args.node_cpus, args.max_nodes, args.idle_timeout)
@@ -133,6 +144,8 @@ def run_inside(args: argparse.Namespace) -> int:
             timeline["samples"].append([round(time.monotonic() - started, 2), nodes])
             if args.remove_node_when and not timeline["removed"] and Path(args.remove_node_when).exists():
                 removed = remove_node_running(args.remove_node_running)
+                if removed and args.no_replacement:
+                    stop_autoscaler()
                 if removed:
                     timeline["removed"].append([round(time.monotonic() - started, 2), removed])
                     print(f"[autoscaling] removed a node (raylet pid {removed}) running {args.remove_node_running}",
@@ -178,6 +191,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--remove-node-when", metavar="PATH",
                         help="once PATH exists, kill a worker node running --remove-node-running")
     parser.add_argument("--remove-node-running", default="RayTrainWorker", metavar="TEXT")
+    parser.add_argument("--no-replacement", action="store_true",
+                        help="after removing the node, stop the autoscaler: nothing replaces it")
     parser.add_argument(INSIDE_FLAG, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...")
     args = parser.parse_args(argv)

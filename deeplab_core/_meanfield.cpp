@@ -45,7 +45,7 @@ struct Settings {
 
 // Blocks of huge pages freed by one call, kept for the next: each CRF allocates the same tens of megabytes (a
 // 512x512 image's lattice ~60 MB), and a fresh block costs a page fault and the kernel's clearing of every page
-// before the CRF writes it anyway (~2 ms per 512x512 image, measured A/B). An allocation takes the smallest kept
+// before the CRF writes it anyway (measured in docs/benchmarks.md, the CRF extension's choices). An allocation takes the smallest kept
 // block that holds it, if that is at most a quarter larger (sizes vary with each image's vertex count); at most
 // kMaxKeptBytes are kept, the oldest given back first.
 class KeptBlocks {
@@ -151,8 +151,7 @@ class Stopwatch {
 }  // namespace
 
 // The computation, compiled twice: for any x86-64 CPU, and for AVX2 (the exponentials, the separable filter and the
-// softmax vectorise 8 floats wide: the softmax takes ~40 % less time, a whole CRF ~5 %, measured by benchmarks/crf.py
-// A/B), chosen once per process from what the CPU reports (DEEPLAB_CRF_ISA=generic forces the first). Without FMA:
+// softmax vectorise 8 floats wide; what that buys: docs/benchmarks.md, the CRF extension's choices), chosen once per process from what the CPU reports (DEEPLAB_CRF_ISA=generic forces the first). Without FMA:
 // no operation is contracted or reordered, so both give the same marginals bit for bit (tested).
 namespace {
 namespace generic {
@@ -258,7 +257,8 @@ PyMethodDef methods[] = {
      "lattice). keep_bilateral: keep the bilateral lattice for the next call on the same image and widths. Returns the "
      "seconds spent in each phase (a dict)."},
     {"instruction_set", instruction_set, METH_NOARGS,
-     "instruction_set()\n\nWhich build of the computation this process runs: 'avx2' (AVX2 + FMA) or 'generic'."},
+     "instruction_set()\n\nWhich build of the computation this process runs: 'avx2' (AVX2, no FMA: the same marginals "
+     "bit for bit) or 'generic'."},
     {nullptr, nullptr, 0, nullptr},
 };
 

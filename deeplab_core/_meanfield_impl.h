@@ -99,7 +99,7 @@ class VertexTable {
 // sorted keys with themselves shifted, reading memory in order. The same pairs as the lookups find.
 // The vertices are then numbered in that order (`renumbered`: the new index of each), rather than in the order the
 // pixels met them: a vertex's neighbours on every axis lie in the next few runs of equal first coordinate, and the
-// blur's, splat's and slice's random reads stay closer together (~6 % of the messages' time, measured A/B).
+// blur's, splat's and slice's random reads stay closer together (faster: docs/benchmarks.md).
 template <typename Packed, int D>
 void link_sorted_neighbours(const VertexTable<D> &table, const int (&lowest)[D], const int (&bits)[D],
                             Array<int> &neighbours, Array<int> &renumbered) {
@@ -298,7 +298,7 @@ struct VectorOf {
 
 // Splat, blur along each lattice axis, slice: out = K in (pixel-major, `V` values per pixel; 0: `runtime_values`).
 // No software prefetches: with the vertices numbered in key order, the vertices a pixel or a vertex reads next are
-// mostly close to the last ones, and prefetching them cost more than it saved (~6 ms per 512x512 image, A/B).
+// mostly close to the last ones, and prefetching them cost more than it saved (docs/benchmarks.md).
 // As a `Message`, the input is normalised first and the output normalised and added to `out` with `weight`, in
 // densecrf's order of operations.
 template <int D, int V, bool Message>
