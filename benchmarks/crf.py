@@ -3,7 +3,7 @@
     python -m benchmarks.crf [--images 4] [--size 512] [--repeats 3] [--checkpoint URI] [--no-ray]
         [--cpu-counts 1,8,16] [--nodes 1,2]
 
-For each family of model outputs (``deeplab_core.synthetic.MODEL_OUTPUT_FAMILIES``: confident, low temperature,
+For each family of model outputs (``benchmarks.scenarios.MODEL_OUTPUT_FAMILIES``: confident, low temperature,
 i.i.d. logit noise, uncertain, many classes, weak shared boundaries; the outputs of a DeepLab trained here for
 ``--trained-iterations`` steps on 21 synthetic classes; a checkpoint's with ``--checkpoint``) prints: classes
 present, labels the pruning keeps, seconds/image of the exact CRF (pydensecrf over every label) and of ours
@@ -36,7 +36,8 @@ from deeplab_core.crf import CRFParams, refine_low_res
 from deeplab_core.extension import load_meanfield
 from deeplab_core.inference import TRANSPORT_DTYPE, as_tensor, upsample_logits
 from deeplab_core.metrics import ConfusionMatrix
-from deeplab_core.synthetic import MODEL_OUTPUT_FAMILIES, make_sample, simulated_case
+from benchmarks.scenarios import MODEL_OUTPUT_FAMILIES, simulated_case
+from deeplab_core.synthetic import make_sample
 
 STRIDE = 8
 # The node-manager ports of the extra Ray nodes of a multi-node measurement (the head's is Ray's default).

@@ -10,7 +10,8 @@ from deeplab_core.crf import (
     select_labels,
 )
 from deeplab_core.metrics import ConfusionMatrix
-from deeplab_core.synthetic import MODEL_OUTPUT_FAMILIES, make_sample, simulated_case, simulated_logits
+from benchmarks.scenarios import MODEL_OUTPUT_FAMILIES, simulated_case, simulated_logits
+from deeplab_core.synthetic import make_sample
 
 
 def _blurry_noisy_probs(mask: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -371,7 +372,7 @@ def test_the_avx2_and_generic_builds_give_the_same_marginals_bit_for_bit(tmp_pat
         "import sys, numpy as np\n"
         "from deeplab_core.crf import CRFParams, dense_crf_marginals\n"
         "from deeplab_core.extension import load_meanfield\n"
-        "from deeplab_core.synthetic import simulated_case\n"
+        "from benchmarks.scenarios import simulated_case\n"
         "image, _, low = simulated_case(np.random.default_rng(6), 'uncertain', size=128)\n"
         "out = [dense_crf_marginals(image, low, CRFParams(method=m), is_logits=True)[1] for m in ('native', 'pruned')]\n"
         "out.append(dense_crf_marginals(image, low[:6], CRFParams(method='native'), is_logits=True)[1])  # 8-wide rows\n"
@@ -385,7 +386,7 @@ def test_the_avx2_and_generic_builds_give_the_same_marginals_bit_for_bit(tmp_pat
         if isa == "generic":
             env["DEEPLAB_CRF_ISA"] = "generic"
         result = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{isa}.npy")], env=env,
-                                capture_output=True, text=True, check=True)
+                                cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
         used[isa] = result.stdout.strip()
     assert used["generic"] == "generic" and used["default"] in ("avx2", "generic")
     assert np.array_equal(np.load(tmp_path / "generic.npy"), np.load(tmp_path / "default.npy"))

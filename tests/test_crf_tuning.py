@@ -14,7 +14,8 @@ from deeplab_core.crf_tuning import (
 )
 from deeplab_core.io import resize_labels
 from deeplab_core.metrics import ConfusionMatrix
-from deeplab_core.synthetic import make_sample, simulated_logits
+from benchmarks.scenarios import simulated_logits
+from deeplab_core.synthetic import make_sample
 
 
 def test_the_paper_grid_is_its_first_round():
