@@ -62,16 +62,19 @@ def make_cases(family: str, count: int, size: int, classes: int, seed: int, mode
 def train_small_model(classes: int = 21, iterations: int = 300, crop: int = 96, seed: int = 0):
     """A DeepLab-v2/ResNet-50 (stride 8) trained from scratch in this process on ``classes``-class synthetic scenes:
     a real model's outputs (soft, shared boundaries; confusion where it has not learnt a class) in a few CPU minutes.
-    The paper's loss and poly LR; a 1x head LR, as from scratch the 10x head is unstable."""
+    The paper's loss and poly LR; the from-scratch LR (deeplab_core.training.FROM_SCRATCH_LR, 1x head)."""
     from deeplab_core.inference import normalize
     from deeplab_core.models import build_model
-    from deeplab_core.training import build_optimizer, poly_lr_scheduler, segmentation_loss
+    from deeplab_core.training import (
+        FROM_SCRATCH_HEAD_LR_MULTIPLIER, FROM_SCRATCH_LR, build_optimizer, poly_lr_scheduler, segmentation_loss,
+    )
 
     torch.manual_seed(seed)
     torch.set_num_threads(os.cpu_count() or 1)
     rng = np.random.default_rng(seed)
     model = build_model("deeplabv2", "resnet50", output_stride=8, num_classes=classes)
-    optimizer = build_optimizer(model, lr=0.01, weight_decay=5e-4, head_lr_multiplier=1.0)
+    optimizer = build_optimizer(model, lr=FROM_SCRATCH_LR, weight_decay=5e-4,
+                                head_lr_multiplier=FROM_SCRATCH_HEAD_LR_MULTIPLIER)
     scheduler = poly_lr_scheduler(optimizer, iterations)
     model.train()
     for _ in range(iterations):

@@ -21,6 +21,7 @@ from deeplab_core.data import image_uri, read_split
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import join_uri, write_bytes
 from deeplab_core.synthetic import generate
+from deeplab_core.training import FROM_SCRATCH_HEAD_LR_MULTIPLIER, FROM_SCRATCH_LR
 from pipelines import evaluate, segment, train
 from pipelines.training.config import TrainConfig
 
@@ -41,10 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     generate(data, num_images=70, size=64, num_classes=3, seed=0, val_fraction=0.2, test_fraction=0.2)
 
     step(f"2/4 training DeepLab-v2/ResNet-50 from scratch for {args.iterations} steps on Ray Train -> {run}")
-    # From scratch, not the paper's ImageNet start: a larger base LR and a 1x head are stable here.
     status = train.run(TrainConfig(
         data=data, val_data=data, output=run, arch="deeplabv2", backbone="resnet50", output_stride=16, crop_size=64,
-        batch_size=8, lr=0.005, head_lr_multiplier=1.0, iterations=args.iterations,
+        batch_size=8, lr=FROM_SCRATCH_LR, head_lr_multiplier=FROM_SCRATCH_HEAD_LR_MULTIPLIER, iterations=args.iterations,
         val_every=max(args.iterations // 4, 1), log_every=20, keep_checkpoints=1).with_recipe())
     if status:
         return status

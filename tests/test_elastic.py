@@ -17,6 +17,7 @@ from deeplab_core.checkpoint import load_checkpoint, save_checkpoint
 from deeplab_core.models import ModelSpec
 from deeplab_core.synthetic import generate
 from pipelines.segmentation.manifest import read_manifest
+from tests.helpers import FROM_SCRATCH
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
@@ -25,7 +26,7 @@ pytestmark = [
 ]
 # Small and quick on CPUs: MobileNetV3 (its checkpoints are ~20 MB, so checkpointing every iteration is cheap).
 TINY_MOBILENET = ["--arch", "deeplabv2", "--backbone", "mobilenet_v3_large", "--num-classes", "3", "--crop-size",
-                  "32", "--batch-size", "2", "--lr", "0.005", "--head-lr-multiplier", "1"]
+                  "32", "--batch-size", "2", *FROM_SCRATCH]
 
 
 def on_autoscaling_cluster(tmp_path: Path, cluster: list[str], command: list[str],

@@ -17,12 +17,12 @@ from deeplab_core.synthetic import generate, layout_classes
 from pipelines import evaluate, segment, train, tune_crf
 from pipelines.segmentation.manifest import manifest_classes, read_manifest
 from pipelines.segmentation.writers import decode_rle
-from tests.helpers import png_bytes
+from tests.helpers import FROM_SCRATCH, png_bytes
 
 pytestmark = pytest.mark.integration
 
 TINY_RUN = ["--arch", "deeplabv2", "--backbone", "resnet50", "--output-stride", "16", "--crop-size", "32",
-            "--batch-size", "2", "--iterations", "2", "--val-every", "2", "--lr", "0.005", "--head-lr-multiplier", "1",
+            "--batch-size", "2", "--iterations", "2", "--val-every", "2", *FROM_SCRATCH,
             "--workers", "1"]
 
 # The second backbone family goes the same way (train, evaluate, segment, tune_crf) in one of the layouts' runs.
