@@ -10,6 +10,7 @@ exits with COMMAND's status. The autoscaler launches nodes for what the work ask
 ``--idle-timeout`` seconds idle. ``--timeline`` writes the alive nodes over time (JSON: samples, peak, node-seconds);
 ``--remove-node-when PATH`` kills a worker node that runs a Ray Train worker once PATH exists (a lost node, as a
 preempted VM is); with ``--no-replacement`` the autoscaler then stops, so that nothing replaces it.
+``--hold-autoscaler-until PATH`` holds the autoscaler until PATH exists: the command starts on the head alone.
 
 Everything runs in a network and PID namespace of its own (root, as CI and the development machines): Ray binds
 127.0.0.1 only, the fixed ports clash with no other cluster, and whatever Ray leaves behind ends with the namespace,
@@ -104,15 +105,26 @@ def provide_fake_provider_defaults(state: Path, config: dict) -> None:
     subprocess.run(["mount", "--bind", str(overlay), str(package)], check=True)
 
 
-def stop_autoscaler() -> None:
-    """End the autoscaler (its monitor process): no node replaces the one removed, as when a spot market has no
-    capacity left. The cluster keeps the nodes it has."""
+def autoscaler_processes() -> list:
+    """The autoscaler's monitor process (v2's, or v1's)."""
     import psutil
 
-    for process in psutil.process_iter(["cmdline"]):
-        if any("autoscaler/v2/monitor.py" in part or "autoscaler/_private/monitor.py" in part
-               for part in process.info["cmdline"] or ()):
-            process.kill()
+    return [process for process in psutil.process_iter(["cmdline"])
+            if any("autoscaler/v2/monitor.py" in part or "autoscaler/_private/monitor.py" in part
+                   for part in process.info["cmdline"] or ())]
+
+
+def stop_autoscaler() -> None:
+    """End the autoscaler: no node replaces the one removed, as when a spot market has no capacity left. The
+    cluster keeps the nodes it has."""
+    for process in autoscaler_processes():
+        process.kill()
+
+
+def pause_autoscaler(paused: bool) -> None:
+    """Hold the autoscaler (SIGSTOP) or let it go on (SIGCONT): no node is launched or removed while it is held."""
+    for process in autoscaler_processes():
+        process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
 
 
 def run_inside(args: argparse.Namespace) -> int:
@@ -133,7 +145,10 @@ def run_inside(args: argparse.Namespace) -> int:
     if head.returncode != 0:
         print(f"error: the autoscaling head did not start:\n{head.stdout}\n{head.stderr}", file=sys.stderr)
         return 2
-    timeline: dict = {"samples": [], "removed": []}
+    timeline: dict = {"samples": [], "removed": [], "autoscaler_released": None}
+    held = bool(args.hold_autoscaler_until)
+    if held:
+        pause_autoscaler(True)
     client = {key: value for key, value in env.items()
               if key not in ("RAY_CLOUD_INSTANCE_ID", "RAY_OVERRIDE_NODE_ID_FOR_TESTING")}
     command = subprocess.Popen(args.command, env={**client, "RAY_ADDRESS": f"{HOST}:{GCS_PORT}"})
@@ -142,6 +157,10 @@ def run_inside(args: argparse.Namespace) -> int:
         while command.poll() is None:
             nodes = len(raylets())
             timeline["samples"].append([round(time.monotonic() - started, 2), nodes])
+            if held and Path(args.hold_autoscaler_until).exists():
+                pause_autoscaler(False)
+                held = False
+                timeline["autoscaler_released"] = round(time.monotonic() - started, 2)
             if args.remove_node_when and not timeline["removed"] and Path(args.remove_node_when).exists():
                 removed = remove_node_running(args.remove_node_running)
                 if removed and args.no_replacement:
@@ -152,6 +171,8 @@ def run_inside(args: argparse.Namespace) -> int:
                           flush=True)
             time.sleep(SAMPLE_SECONDS)
         timeline["command_seconds"] = round(time.monotonic() - started, 2)
+        if held:
+            pause_autoscaler(False)
         # After the command: the idle nodes' removal, for up to --linger seconds.
         deadline = time.monotonic() + args.linger
         while time.monotonic() < deadline:
@@ -191,6 +212,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--remove-node-when", metavar="PATH",
                         help="once PATH exists, kill a worker node running --remove-node-running")
     parser.add_argument("--remove-node-running", default="RayTrainWorker", metavar="TEXT")
+    parser.add_argument("--hold-autoscaler-until", metavar="PATH",
+                        help="launch no node until PATH exists (the autoscaler held): the run starts on the head")
     parser.add_argument("--no-replacement", action="store_true",
                         help="after removing the node, stop the autoscaler: nothing replaces it")
     parser.add_argument(INSIDE_FLAG, action="store_true", help=argparse.SUPPRESS)

@@ -70,24 +70,25 @@ def test_an_elastic_training_run_grows_with_a_node_and_shrinks_when_it_is_lost(t
     data, run = tmp_path / "data", tmp_path / "run"
     generate(str(data), num_images=8, size=40, num_classes=3, seed=5)
     # The head holds one worker (2 CPUs) and the data tasks (1 CPU); the one node the autoscaler may add holds a
-    # second worker. Once that second worker has checkpointed (its record appears), its node is killed and the
-    # autoscaler stopped (nothing replaces it). The first resize check comes 30 s after the start: time enough for
-    # the one-worker group to checkpoint first.
+    # second worker. The autoscaler is held until the one-worker group has checkpointed (rank 0's record appears),
+    # so the run starts on the head alone; once the second worker has checkpointed (its record appears), its node is
+    # killed and the autoscaler stopped (nothing replaces it).
     timeline, log = on_autoscaling_cluster(
         tmp_path, ["--head-cpus", "3", "--node-cpus", "2", "--max-nodes", "1", "--idle-timeout", "5",
-                   "--linger", "0", "--remove-node-when", str(run / "workers" / "rank_1.json"), "--no-replacement"],
+                   "--linger", "0", "--hold-autoscaler-until", str(run / "workers" / "rank_0.json"),
+                   "--remove-node-when", str(run / "workers" / "rank_1.json"), "--no-replacement"],
         [sys.executable, "-m", "pipelines.train", "--data", str(data), "--val-data", str(data), "--output", str(run),
-         *TINY_MOBILENET, "--iterations", "24", "--val-every", "1", "--log-every", "8", "--workers", "1-2",
-         "--cpus-per-worker", "2", "--resize-interval", "30"])
+         *TINY_MOBILENET, "--iterations", "16", "--val-every", "1", "--log-every", "8", "--workers", "1-2",
+         "--cpus-per-worker", "2", "--resize-interval", "10"])
 
-    assert timeline["removed"], log[-3000:]
+    assert timeline["autoscaler_released"] is not None and timeline["removed"], log[-3000:]
     spans = json.loads((run / "workers" / "rank_0.json").read_text())["spans"]
     sizes = [span["world_size"] for span in spans]
     # One worker first, two once the node joined, one again after it was lost: the order of the world sizes.
     assert sizes[0] == 1 and 2 in sizes and 1 in sizes[sizes.index(2):], spans
     # Each group resumed from the run's latest checkpoint, at or before where the one before recorded its last (a
     # checkpoint counts once every worker reported it): the iterations and the poly schedule go on, never from 0.
-    assert spans[-1]["last"] == 24 and all(0 < b["first"] <= a["last"] for a, b in zip(spans, spans[1:])), spans
+    assert spans[-1]["last"] == 16 and all(0 < b["first"] <= a["last"] for a, b in zip(spans, spans[1:])), spans
     rank_1 = json.loads((run / "workers" / "rank_1.json").read_text())["spans"]
     assert rank_1 and all(span["world_size"] == 2 for span in rank_1), rank_1
     assert load_checkpoint(str(run)).spec.backbone == "mobilenet_v3_large"  # best_model.pt exported at the end

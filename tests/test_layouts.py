@@ -245,3 +245,20 @@ def test_rle_writer_round_trips_the_png_mask(tmp_path):
     rle = RLEWriter().write(str(tmp_path), "x.png", None, mask, mask)["rle"]
     assert sorted(entry["class_id"] for entry in rle) == sorted(np.unique(mask).tolist())
     assert np.array_equal(decode_rle(rle, 48, 48), png) and np.array_equal(png, mask)
+
+
+@pytest.mark.parametrize("layout", LAYOUT_NAMES)
+def test_the_training_ingest_reads_every_layout_into_crops_of_its_classes(tmp_path, layout):
+    """What Ray Data's training tasks run (pipelines.training.ingest.TrainingSampleLoader), on each layout's root."""
+    from pipelines.training.ingest import TrainingSampleLoader, training_items
+
+    root = str(tmp_path / layout)
+    generate(root, num_images=6, size=40, num_classes=3, seed=11, layout=layout)
+    data = open_dataset(root, "train")
+    loader = TrainingSampleLoader(tuple(data.samples), 32, 0.5, 1.5, len(data.classes))
+    items = training_items(len(data.samples), 4, seed=0)
+    batch = loader({"index": np.array([item["index"] for item in items]),
+                    "seed": np.array([item["seed"] for item in items])})
+    assert batch["image"].shape == (4, 32, 32, 3) and batch["image"].dtype == np.uint8
+    values = set(np.unique(batch["mask"]).tolist())
+    assert values <= set(range(len(data.classes))) | {255} and values & {1, 2}, values
