@@ -153,7 +153,7 @@ def run_pipeline(config: EvaluateConfig, data: LabelledData, checkpoint) -> Scor
     dataset = dataset.map_batches(Scorer(num_classes, crf), batch_size=16)
     plain, refined, failures, precisions = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes), [], set()
     costs: dict[str, list] = {columns.SECONDS_MODEL: [], columns.SECONDS_CRF: [], columns.CRF_LABELS: []}
-    with UsageSampler(MODEL_ACTOR_NAME) as sampler:
+    with UsageSampler(MODEL_ACTOR_NAME, at_least_actors=pool.actors.minimum) as sampler:
         for row in dataset.iter_rows():
             if row[columns.ERROR]:
                 failures.append(str(row[columns.ERROR]))

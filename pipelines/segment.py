@@ -174,7 +174,7 @@ def run_pipeline(config: SegmentConfig, todo: list[dict], checkpoint) -> Usage:
     context = ray.data.DataContext.get_current()
     previous, context.max_errored_blocks = context.max_errored_blocks, -1
     try:
-        with UsageSampler(MODEL_ACTOR_NAME) as sampler:
+        with UsageSampler(MODEL_ACTOR_NAME, at_least_actors=pool.actors.minimum) as sampler:
             dataset.write_parquet(path, filesystem=filesystem, max_rows_per_file=per_block)
     finally:
         context.max_errored_blocks = previous

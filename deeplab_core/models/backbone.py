@@ -101,7 +101,11 @@ class AtrousBackbone(nn.Sequential):
             if layer_name == entry.head_layer:
                 break
         super().__init__(kept)
-        self.name, self.output_stride, self.out_channels = name, output_stride, entry.out_channels
+        self.name, self.output_stride, self.entry = name, output_stride, entry
+
+    @property
+    def out_channels(self) -> int:
+        return self.entry.out_channels
 
     def load_imagenet_weights(self, weights: str | Path | bool) -> Path:
         """Load the ImageNet classification weights of this backbone, never downloading.
@@ -113,10 +117,10 @@ class AtrousBackbone(nn.Sequential):
         if not path.is_file():
             raise FileNotFoundError(
                 f"ImageNet weights for {self.name} not found at {path}. Download "
-                f"{BACKBONES[self.name].imagenet_weights.url} on a machine with internet access and place it there "
+                f"{self.entry.imagenet_weights.url} on a machine with internet access and place it there "
                 "(or pass its path), or build the model without pretrained_backbone."
             )
-        prefix = BACKBONES[self.name].layers + "." if BACKBONES[self.name].layers else ""
+        prefix = self.entry.layers + "." if self.entry.layers else ""
         kept = {name for name, _ in self.named_children()}
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = {key.removeprefix(prefix): value for key, value in state.items()

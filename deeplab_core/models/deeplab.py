@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from deeplab_core.models.aspp_v2 import ASPPv2
 from deeplab_core.models.aspp_v3 import DeepLabV3Head, v3_rates
-from deeplab_core.models.backbone import AtrousBackbone, lookup
+from deeplab_core.models.backbone import AtrousBackbone
 
 ARCHS = ("deeplabv2", "deeplabv3")
 
@@ -67,7 +67,7 @@ def build_model(
     if arch == "deeplabv2":
         head: nn.Module = ASPPv2(features.out_channels, num_classes)
     else:
-        head = DeepLabV3Head(features.out_channels, num_classes, v3_rates(output_stride, lookup(backbone).v3_rates_at_16))
+        head = DeepLabV3Head(features.out_channels, num_classes, v3_rates(output_stride, features.entry.v3_rates_at_16))
     return DeepLab(features, head, arch, num_classes)
 
 

@@ -26,11 +26,13 @@ class Usage:
 
 class UsageSampler:
     """``with UsageSampler("Predictor") as sampler: ...`` samples the connected cluster every ``interval`` seconds
-    in a thread; ``sampler.usage`` holds the peaks (after the block, the whole run's)."""
+    in a thread; ``sampler.usage`` holds the peaks (after the block, the whole run's; peak actors at least
+    ``at_least_actors``)."""
 
-    def __init__(self, actor_name: str | None = None, interval: float = 0.5) -> None:
+    def __init__(self, actor_name: str | None = None, interval: float = 0.5, at_least_actors: int = 0) -> None:
         self.actor_name, self.interval = actor_name, interval
-        self.usage = Usage()
+        # A pool's minimum runs before any row does: a run shorter than a sample's interval still had it.
+        self.usage = Usage(peak_actors=at_least_actors)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="usage-sampler", daemon=True)
 
