@@ -255,15 +255,20 @@ def test_the_blur_finds_the_lattice_neighbours_pydensecrf_finds(rgb_std):
     assert np.mean(native_labels == exact_labels) >= 0.999
 
 
-@pytest.mark.parametrize("size", [(37, 53), (3, 40), (512, 2)])
-def test_pruned_mode_computes_the_narrow_spatial_kernel_exactly(size):
+# The separable filter is compiled for each label count up to 8 and runs at a runtime width above it: image shapes
+# with 3 labels (thin, tall, the borders), then each compiled count and the runtime path.
+@pytest.mark.parametrize(("labels", "size"), [(3, (37, 53)), (3, (3, 40)), (3, (512, 2)),
+                                              (2, (29, 41)), (4, (29, 41)), (5, (29, 41)), (8, (29, 41)),
+                                              (9, (29, 41)), (21, (17, 23))])
+def test_pruned_mode_computes_the_narrow_spatial_kernel_exactly(labels, size):
     """The pruned CRF's spatial kernel (theta_gamma <= 2) is the Gaussian itself, filtered separably on the pixel
     grid, not its lattice approximation: with the bilateral kernel off it is plain mean field, written out here."""
-    rng = np.random.default_rng(size[0])
+    rng = np.random.default_rng(size[0] + labels)
     height, width = size
-    probs = rng.dirichlet(np.ones(3), (height, width)).transpose(2, 0, 1).astype(np.float32)
+    probs = rng.dirichlet(np.ones(labels), (height, width)).transpose(2, 0, 1).astype(np.float32)
     params = CRFParams(method="pruned", bilateral_weight=0.0, gaussian_weight=3.0, gaussian_xy_std=1.0)
     marginals = _native_mean_field(np.zeros((height, width, 3), np.uint8), probs, params)[0].transpose(2, 0, 1)
+    assert marginals.shape == (labels, height, width)
 
     def gaussian_matrix(n):  # the 1-D kernel between n positions, taps to 4 standard deviations
         distance = np.subtract.outer(np.arange(n), np.arange(n))
