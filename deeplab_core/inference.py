@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deeplab_core.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from deeplab_core.models.deeplab import unwrap
+from deeplab_core.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 FUSIONS = ("max", "mean")
 

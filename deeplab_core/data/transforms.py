@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deeplab_core.inference import IMAGENET_MEAN
 from deeplab_core.io.images import resize_image, resize_labels
 from deeplab_core.labels import IGNORE_INDEX
+from deeplab_core.normalization import IMAGENET_MEAN
 
 # The ImageNet mean colour in uint8: padding with it becomes ~0 after normalisation.
 MEAN_COLOUR = tuple(round(255 * channel) for channel in IMAGENET_MEAN)

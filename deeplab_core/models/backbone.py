@@ -22,10 +22,6 @@ from torchvision.models.segmentation import (
 
 from deeplab_core.models.aspp_v3 import V3_RATES_AT_STRIDE_16
 
-# The input normalisation the ImageNet-pretrained backbones were trained with (torchvision's).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from typing import Any
 from torch import nn
 
 from deeplab_core.classes import Colour, default_colours
-from deeplab_core.models.backbone import BACKBONES, IMAGENET_MEAN, IMAGENET_STD
+from deeplab_core.models.backbone import BACKBONES
+from deeplab_core.normalization import IMAGENET_MEAN, IMAGENET_STD
 from deeplab_core.models.deeplab import ARCHS, DeepLab, build_model, unwrap
 
 # Keys later versions added: a checkpoint without them still loads (class_colours: the VOC colour map's).
