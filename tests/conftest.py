@@ -14,10 +14,31 @@ import pytest
 
 from cluster import local
 from deeplab_core.io import s3_variables
+from tests import background
 from tests.helpers import NUM_CLASSES, SMALL_MODEL, TRAINED_ITERATIONS
 
 # Two physical cores here; four logical CPUs let two training workers and Ray Data's tasks run side by side.
 TEST_CLUSTER_CPUS = 4
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests of background runs (tests/background.py) last: their runs go on beside every other test.
+    items.sort(key=lambda item: item.get_closest_marker(background.MARKER) is not None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not session.config.option.collectonly:
+        background.start(session.items)
+
+
+def pytest_sessionfinish() -> None:
+    background.cleanup()
+
+
+@pytest.fixture
+def background_run(request) -> background.BackgroundRun:
+    """This test's background run, finished."""
+    return background.finished_run(request.node)
 
 
 @pytest.fixture(scope="session")

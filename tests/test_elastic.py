@@ -2,12 +2,14 @@
 nodes on this machine (its fake multi-node provider, through ``cluster.autoscaling``, in namespaces of its own).
 
 A segmentation run with the CRF makes the autoscaler launch CPU nodes and gives them back; an elastic training run
-starts with one worker, grows to two when a node joins, shrinks when that node is lost, and finishes."""
+starts with one worker, grows to two when a node joins, shrinks when that node is lost, and finishes.
+
+Each run has a cluster of its own and mostly waits on the autoscaler and Ray's timeouts: it starts with the session
+and runs beside the other tests (tests/background.py); the tests here check what it did."""
 
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +21,6 @@ from deeplab_core.synthetic import generate
 from pipelines.segmentation.manifest import read_manifest
 from tests.helpers import FROM_SCRATCH
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare"),
@@ -29,58 +30,68 @@ TINY_MOBILENET = ["--arch", "deeplabv2", "--backbone", "mobilenet_v3_large", "--
                   "32", "--batch-size", "2", *FROM_SCRATCH]
 
 
-def on_autoscaling_cluster(tmp_path: Path, cluster: list[str], command: list[str],
-                           timeout: int = 600) -> tuple[dict, str]:
-    """Run ``command`` on a fresh autoscaling cluster (``cluster``: cluster.autoscaling's options); its timeline and
-    the whole log."""
-    timeline = tmp_path / "timeline.json"
-    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
-    result = subprocess.run([sys.executable, "-m", "cluster.autoscaling", "--timeline", str(timeline), *cluster,
-                             "--", *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
-    return json.loads(timeline.read_text()), log
+def on_autoscaling_cluster(folder: Path, cluster: list[str], command: list[str]) -> list[str]:
+    """The command line that runs ``command`` on a fresh autoscaling cluster (``cluster``: cluster.autoscaling's
+    options), its timeline written in ``folder``."""
+    return [sys.executable, "-m", "cluster.autoscaling", "--timeline", str(folder / "timeline.json"), *cluster, "--",
+            *command]
 
 
-def test_segmentation_with_the_crf_grows_cpu_nodes_and_gives_them_back(tmp_path):
-    images = tmp_path / "images"
-    generate(str(tmp_path / "data"), num_images=12, size=96, num_classes=3, seed=3)
-    shutil.copytree(tmp_path / "data" / "JPEGImages", images)
+def finished(run) -> tuple[dict, str]:
+    """A background run's timeline and whole log, once it exited 0."""
+    assert run.returncode == 0, run.log[-4000:]
+    return json.loads((run.folder / "timeline.json").read_text()), run.log
+
+
+IDLE_TIMEOUT = 5
+
+
+def segmentation_with_the_crf(folder: Path) -> list[str]:
+    images = folder / "images"
+    generate(str(folder / "data"), num_images=12, size=96, num_classes=3, seed=3)
+    shutil.copytree(folder / "data" / "JPEGImages", images)
     spec = ModelSpec("deeplabv3", "mobilenet_v3_large", 16, 3)
-    checkpoint = tmp_path / "model.pt"
+    checkpoint = folder / "model.pt"
     save_checkpoint(str(checkpoint), spec.build(), spec)
-    output = tmp_path / "segmented"
-    idle_timeout = 5
-    timeline, log = on_autoscaling_cluster(
-        tmp_path, ["--head-cpus", "1", "--node-cpus", "1", "--max-nodes", "3", "--idle-timeout", str(idle_timeout),
-                   "--linger", "60"],
-        [sys.executable, "-m", "pipelines.segment", "--input", str(images), "--output", str(output),
+    return on_autoscaling_cluster(
+        folder, ["--head-cpus", "1", "--node-cpus", "1", "--max-nodes", "3", "--idle-timeout", str(IDLE_TIMEOUT),
+                 "--linger", "60"],
+        [sys.executable, "-m", "pipelines.segment", "--input", str(images), "--output", str(folder / "segmented"),
          "--checkpoint", str(checkpoint), "--model-actors", "1", "--rows-per-block", "1"])
 
-    manifest = read_manifest(str(output))
+
+@pytest.mark.background.with_args(segmentation_with_the_crf)
+def test_segmentation_with_the_crf_grows_cpu_nodes_and_gives_them_back(background_run):
+    timeline, log = finished(background_run)
+    manifest = read_manifest(str(background_run.folder / "segmented"))
     assert sorted(manifest.column("status").to_pylist()) == ["ok"] * 12, log[-3000:]
     assert timeline["peak_nodes"] >= 2, timeline  # the head and at least one node the autoscaler launched
     assert "[segment] used: peak 1 model actors" in log, log[-3000:]
     # Every launched node removed again, within the idle timeout (and the autoscaler's rounds) of the run's end.
     seconds, nodes = timeline["samples"][-1]
-    assert nodes == 1 and seconds - timeline["command_seconds"] <= idle_timeout + 30, timeline["samples"][-10:]
+    assert nodes == 1 and seconds - timeline["command_seconds"] <= IDLE_TIMEOUT + 30, timeline["samples"][-10:]
 
 
-def test_an_elastic_training_run_grows_with_a_node_and_shrinks_when_it_is_lost(tmp_path):
-    data, run = tmp_path / "data", tmp_path / "run"
+def elastic_training_losing_a_node(folder: Path) -> list[str]:
+    data, run = folder / "data", folder / "run"
     generate(str(data), num_images=8, size=40, num_classes=3, seed=5)
     # The head holds one worker (2 CPUs) and the data tasks (1 CPU); the one node the autoscaler may add holds a
     # second worker. The autoscaler is held until the one-worker group has checkpointed (rank 0's record appears),
     # so the run starts on the head alone; once the second worker has checkpointed (its record appears), its node is
     # killed and the autoscaler stopped (nothing replaces it).
-    timeline, log = on_autoscaling_cluster(
-        tmp_path, ["--head-cpus", "3", "--node-cpus", "2", "--max-nodes", "1", "--idle-timeout", "5",
-                   "--linger", "0", "--hold-autoscaler-until", str(run / "workers" / "rank_0.json"),
-                   "--remove-node-when", str(run / "workers" / "rank_1.json"), "--no-replacement"],
+    return on_autoscaling_cluster(
+        folder, ["--head-cpus", "3", "--node-cpus", "2", "--max-nodes", "1", "--idle-timeout", "5",
+                 "--linger", "0", "--hold-autoscaler-until", str(run / "workers" / "rank_0.json"),
+                 "--remove-node-when", str(run / "workers" / "rank_1.json"), "--no-replacement"],
         [sys.executable, "-m", "pipelines.train", "--data", str(data), "--val-data", str(data), "--output", str(run),
          *TINY_MOBILENET, "--iterations", "16", "--val-every", "1", "--log-every", "8", "--workers", "1-2",
          "--cpus-per-worker", "2", "--resize-interval", "10"])
 
+
+@pytest.mark.background.with_args(elastic_training_losing_a_node)
+def test_an_elastic_training_run_grows_with_a_node_and_shrinks_when_it_is_lost(background_run):
+    timeline, log = finished(background_run)
+    run = background_run.folder / "run"
     assert timeline["autoscaler_released"] is not None and timeline["removed"], log[-3000:]
     spans = json.loads((run / "workers" / "rank_0.json").read_text())["spans"]
     sizes = [span["world_size"] for span in spans]
