@@ -138,22 +138,19 @@ class Scores:
 
 def run_pipeline(config: EvaluateConfig, data: LabelledData, checkpoint) -> Scores:
     from pipelines.common.runtime import init_ray
-    from pipelines.common.usage import UsageSampler
-    from pipelines.segmentation.model_pool import plan_pool
-    from pipelines.segmentation.stages import MODEL_ACTOR_NAME, add_model_stages, labelled_images
+    from pipelines.segmentation.stages import add_model_stages, labelled_images, model_stage_usage, plan_model_stage
 
     init_ray()
     num_classes = checkpoint.spec.num_classes
     crf = config.inference.crf is not None
-    pool = plan_pool(config.resources)
-    print(f"[evaluate] model stage: {pool}", flush=True)
+    pool = plan_model_stage(config.resources, "evaluate")
     dataset = add_model_stages(labelled_images(data.samples, config.inference.batch_size),
                                checkpoint, config.inference, config.resources, pool, plain=True, keep_image=False,
                                num_classes=num_classes)
     dataset = dataset.map_batches(Scorer(num_classes, crf), batch_size=16)
     plain, refined, failures, precisions = ConfusionMatrix(num_classes), ConfusionMatrix(num_classes), [], set()
     costs: dict[str, list] = {columns.SECONDS_MODEL: [], columns.SECONDS_CRF: [], columns.CRF_LABELS: []}
-    with UsageSampler(MODEL_ACTOR_NAME, at_least_actors=pool.actors.minimum) as sampler:
+    with model_stage_usage(pool) as sampler:
         for row in dataset.iter_rows():
             if row[columns.ERROR]:
                 failures.append(str(row[columns.ERROR]))

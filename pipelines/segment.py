@@ -146,13 +146,12 @@ def run_pipeline(config: SegmentConfig, todo: list[dict], checkpoint) -> Usage:
     import ray.data
 
     from pipelines.common.runtime import init_ray, pyarrow_storage
-    from pipelines.common.usage import UsageSampler
-    from pipelines.segmentation.model_pool import plan_pool
-    from pipelines.segmentation.stages import MODEL_ACTOR_NAME, ManifestWriter, add_model_stages, default_rows_per_block
+    from pipelines.segmentation.stages import (
+        ManifestWriter, add_model_stages, default_rows_per_block, model_stage_usage, plan_model_stage,
+    )
 
     init_ray()
-    pool = plan_pool(config.resources)
-    print(f"[segment] model stage: {pool}", flush=True)
+    pool = plan_model_stage(config.resources, "segment")
     crf = config.inference.crf is not None
     # Manifest rows are written per block: a crash loses at most the blocks in flight.
     per_block = config.rows_per_block or default_rows_per_block(len(todo), config.inference.batch_size)
@@ -174,7 +173,7 @@ def run_pipeline(config: SegmentConfig, todo: list[dict], checkpoint) -> Usage:
     context = ray.data.DataContext.get_current()
     previous, context.max_errored_blocks = context.max_errored_blocks, -1
     try:
-        with UsageSampler(MODEL_ACTOR_NAME, at_least_actors=pool.actors.minimum) as sampler:
+        with model_stage_usage(pool) as sampler:
             dataset.write_parquet(path, filesystem=filesystem, max_rows_per_file=per_block)
     finally:
         context.max_errored_blocks = previous

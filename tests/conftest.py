@@ -75,7 +75,7 @@ def ray_cluster(s3, cluster_state):
     ray.shutdown()
     os.environ.clear()
     os.environ.update(saved)
-    local.stop_ray(cluster_state)
+    local.stop_ray(cluster_state, timeout=3)  # nothing of the test cluster is kept: no 15-s grace period
 
 
 @pytest.fixture(scope="session")

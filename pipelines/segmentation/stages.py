@@ -28,7 +28,8 @@ from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import decode_image, read_bytes, resize_image, resize_labels
 from deeplab_core.models import ModelSpec
 from deeplab_core.runner import ModelRunner
-from pipelines.segmentation.model_pool import ModelResources, PoolPlan, model_stage_resources
+from pipelines.common.usage import UsageSampler
+from pipelines.segmentation.model_pool import ModelResources, PoolPlan, model_stage_resources, plan_pool
 from pipelines.segmentation import columns
 from pipelines.segmentation.manifest import empty_record, manifest_schema
 from pipelines.segmentation.writers import OutputWriter
@@ -263,3 +264,17 @@ def add_model_stages(dataset, checkpoint, settings: InferenceSettings, resources
 
 # How the model actors show in Ray's actor table (Ray Data names them after the stage): what UsageSampler counts.
 MODEL_ACTOR_NAME = f"MapBatches({Predictor.__name__})"
+
+
+def plan_model_stage(resources: ModelResources, program: str) -> PoolPlan:
+    """The model stage's actor pool on the connected cluster (``plan_pool``), announced as
+    ``[program] model stage: ...``."""
+    pool = plan_pool(resources)
+    print(f"[{program}] model stage: {pool}", flush=True)
+    return pool
+
+
+def model_stage_usage(pool: PoolPlan) -> UsageSampler:
+    """``with model_stage_usage(pool) as sampler:`` samples what the run uses of the cluster while it runs, its model
+    actors counted (at least the pool's minimum, which runs before any row does)."""
+    return UsageSampler(MODEL_ACTOR_NAME, at_least_actors=pool.actors.minimum)

@@ -137,12 +137,10 @@ class RoundScorer:
         """The model's rows over every image, computed once and kept in the object store."""
         if self.model_rows is None:
             from pipelines.common.runtime import init_ray
-            from pipelines.segmentation.model_pool import plan_pool
-            from pipelines.segmentation.stages import add_model_stages, labelled_images
+            from pipelines.segmentation.stages import add_model_stages, labelled_images, plan_model_stage
 
             init_ray()
-            pool = plan_pool(self.resources)
-            print(f"[tune_crf] model stage: {pool}", flush=True)
+            pool = plan_model_stage(self.resources, "tune_crf")
             self.model_rows = add_model_stages(
                 labelled_images(self.samples, self.inference.batch_size), self.checkpoint,
                 replace(self.inference, crf=None), self.resources, pool, plain=True, keep_image=True,
