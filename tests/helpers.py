@@ -1,10 +1,12 @@
 """What several test modules share: the small training recipe, a PNG encoder for any PIL mode, an S3 client for
-the local server, and the runtime env a submitted job needs."""
+the local server, the runtime env a submitted job needs, and runs on an autoscaling cluster of their own."""
 
 from __future__ import annotations
 
 import io
 import json
+import sys
+from pathlib import Path
 
 from PIL import Image
 
@@ -21,6 +23,9 @@ FROM_SCRATCH = ["--lr", str(FROM_SCRATCH_LR), "--head-lr-multiplier", str(FROM_S
 SMALL_MODEL = ["--arch", "deeplabv2", "--backbone", "resnet50", "--output-stride", "16",
                "--num-classes", str(NUM_CLASSES), "--crop-size", "64", "--batch-size", "4", *FROM_SCRATCH]
 TRAINED_ITERATIONS = 200
+# Small and quick on CPUs: MobileNetV3 (its checkpoints are ~20 MB, so checkpointing every iteration is cheap).
+TINY_MOBILENET = ["--arch", "deeplabv2", "--backbone", "mobilenet_v3_large", "--num-classes", "3", "--crop-size",
+                  "32", "--batch-size", "2", *FROM_SCRATCH]
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -41,3 +46,16 @@ def s3_client(settings: local.Settings, secret: str | None = None):
 def runtime_env_json() -> str:
     """``--runtime-env-json`` for `ray job submit`: the S3 variables of this process, as the README builds it."""
     return json.dumps(local.s3_runtime_env())
+
+
+def on_autoscaling_cluster(folder: Path, cluster: list[str], command: list[str]) -> list[str]:
+    """The command line that runs ``command`` on a fresh autoscaling cluster (``cluster``: cluster.autoscaling's
+    options), its timeline written in ``folder``."""
+    return [sys.executable, "-m", "cluster.autoscaling", "--timeline", str(folder / "timeline.json"), *cluster, "--",
+            *command]
+
+
+def finished(run) -> tuple[dict, str]:
+    """A background run's (tests/background.py) timeline and whole log, once it exited 0."""
+    assert run.returncode == 0, run.log[-4000:]
+    return json.loads((run.folder / "timeline.json").read_text()), run.log

@@ -19,30 +19,12 @@ from deeplab_core.checkpoint import load_checkpoint, save_checkpoint
 from deeplab_core.models import ModelSpec
 from deeplab_core.synthetic import generate
 from pipelines.segmentation.manifest import read_manifest
-from tests.helpers import FROM_SCRATCH
+from tests.helpers import TINY_MOBILENET, finished, on_autoscaling_cluster
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare"),
 ]
-# Small and quick on CPUs: MobileNetV3 (its checkpoints are ~20 MB, so checkpointing every iteration is cheap).
-TINY_MOBILENET = ["--arch", "deeplabv2", "--backbone", "mobilenet_v3_large", "--num-classes", "3", "--crop-size",
-                  "32", "--batch-size", "2", *FROM_SCRATCH]
-
-
-def on_autoscaling_cluster(folder: Path, cluster: list[str], command: list[str]) -> list[str]:
-    """The command line that runs ``command`` on a fresh autoscaling cluster (``cluster``: cluster.autoscaling's
-    options), its timeline written in ``folder``."""
-    return [sys.executable, "-m", "cluster.autoscaling", "--timeline", str(folder / "timeline.json"), *cluster, "--",
-            *command]
-
-
-def finished(run) -> tuple[dict, str]:
-    """A background run's timeline and whole log, once it exited 0."""
-    assert run.returncode == 0, run.log[-4000:]
-    return json.loads((run.folder / "timeline.json").read_text()), run.log
-
-
 IDLE_TIMEOUT = 5
 
 

@@ -1,11 +1,13 @@
 """Faults survived on the local cluster, with nothing lost: a node dies, the S3 server restarts, a run is interrupted.
 
 Each run ends in exactly one manifest row per input, every ok row's mask exists, and where the first run could not
-finish, a re-run completes it.
+finish, a re-run completes it. A training run whose node dies restarts from its last checkpoint on the node Ray's
+autoscaler launches in its place (a background run on a cluster of its own: tests/background.py).
 """
 
-import contextlib
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,10 +20,10 @@ import pytest
 
 from cluster import local
 from deeplab_core.io import encode_jpeg, exists, write_bytes
-from deeplab_core.synthetic import make_sample
+from deeplab_core.synthetic import generate, make_sample
 from pipelines import segment
 from pipelines.segmentation.manifest import read_manifest
-from tests.helpers import NUM_CLASSES, SMALL_MODEL
+from tests.helpers import NUM_CLASSES, TINY_MOBILENET, finished, on_autoscaling_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 SECOND_NODE_PORT = 6391
@@ -47,6 +49,9 @@ def _routable_address() -> str | None:
 needs_loopback_only_machine = pytest.mark.skipif(
     _routable_address() is not None,
     reason="a second local Ray node needs a machine (or namespace) whose only interface is loopback")
+# cluster.autoscaling's cluster runs in namespaces of its own.
+needs_root_and_unshare = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                                            reason="needs root and unshare")
 
 
 def _write_images(root: str, count: int, seed: int) -> list[str]:
@@ -77,15 +82,6 @@ def _run_until_complete(argv: list[str], attempts: int = 3) -> int:
         if status == 0 and set(read_manifest(output).column("status").to_pylist()) == {"ok"}:
             return attempt
     raise AssertionError(f"not complete after {attempts} runs")
-
-
-def _registered_checkpoints(output: str) -> list[str]:
-    """The checkpoints Ray Train's controller has registered for the training run in ``output``."""
-    try:
-        snapshot = json.loads(Path(output, "train", "checkpoint_manager_snapshot.json").read_text())
-    except (OSError, ValueError):  # not written yet, or being written
-        return []
-    return [result["checkpoint_dir_name"] for result in snapshot.get("checkpoint_results", [])]
 
 
 def _second_node_processes(port: int = SECOND_NODE_PORT) -> list[psutil.Process]:
@@ -136,61 +132,40 @@ for process in psutil.process_iter(["cmdline"]):
     assert runs <= 2
 
 
-@needs_loopback_only_machine
-def test_a_training_workers_node_killed_mid_run_resumes_from_its_last_checkpoint(ray_cluster, s3, cluster_state,
-                                                                                 tmp_path):
-    """The only worker fits on the second node alone (more CPUs than the head has), so that is where it trains. The
-    node dies once Ray Train has registered a checkpoint; a replacement node joins (as an autoscaler would start
-    one); with --max-failures 1 the worker group restarts there from the checkpoint and the run finishes."""
-    import threading
+def training_losing_its_node(folder: Path) -> list[str]:
+    """A fixed-size run (one worker, --max-failures 1) whose worker fits only on a node the autoscaler launches (3
+    CPUs; the head's one is the data tasks'). Once Ray Train's controller has registered a checkpoint (it writes its
+    snapshot then: a checkpoint still being reported is not one a restart can resume from), that node is killed, as
+    a preempted VM is; the autoscaler launches a replacement and the worker group restarts there from the checkpoint."""
+    data, run = folder / "data", folder / "run"
+    generate(str(data), num_images=8, size=40, num_classes=NUM_CLASSES, seed=5)
+    return on_autoscaling_cluster(
+        folder, ["--head-cpus", "1", "--node-cpus", "3", "--max-nodes", "1", "--idle-timeout", "5", "--linger", "0",
+                 "--remove-node-when", str(run / "train" / "checkpoint_manager_snapshot.json")],
+        [sys.executable, "-m", "pipelines.train", "--data", str(data), "--output", str(run), *TINY_MOBILENET,
+         "--iterations", str(KILLED_RUN_ITERATIONS), "--val-every", "4", "--log-every", "8", "--workers", "1",
+         "--cpus-per-worker", "3", "--max-failures", "1"])
 
+
+KILLED_RUN_ITERATIONS = 24
+
+
+@needs_root_and_unshare
+@pytest.mark.background.with_args(training_losing_its_node)
+def test_a_training_workers_node_killed_mid_run_resumes_from_its_last_checkpoint_on_a_replacement(background_run):
     from deeplab_core.checkpoint import load_checkpoint
-    from deeplab_core.synthetic import generate
-    from pipelines import train
 
-    data, output = str(tmp_path / "data"), str(tmp_path / "run")
-    generate(data, num_images=12, size=64, num_classes=NUM_CLASSES, seed=5)
-    local.start_ray_worker(cluster_state, s3, num_cpus=6, node_manager_port=SECOND_NODE_PORT)
-    events = []
-    # Nine checkpoints after the first: the kill lands mid-run even when a busy machine delays the killer by seconds.
-    iterations = 40
-
-    def kill_then_replace() -> None:
-        deadline = time.monotonic() + 300
-        # A checkpoint registered by Ray Train's controller (which resumes from it), not merely written: the
-        # controller takes reports from the worker when it polls it, and a worker killed between its report and
-        # that poll takes the report with it (the run then restarts from nothing).
-        while not _registered_checkpoints(output) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        checkpoints = _registered_checkpoints(output)
-        victims = _second_node_processes()
-        names = sorted({process.name() for process in victims if process.is_running()})
-        for process in victims:
-            process.kill()
-        events.append(f"killed {len(victims)}")
-        events.append(f"after {checkpoints}: {names}")
-        time.sleep(3)
-        local.start_ray_worker(cluster_state, s3, num_cpus=6, node_manager_port=SECOND_NODE_PORT + 1)
-        events.append("replaced")
-
-    killer = threading.Thread(target=kill_then_replace)
-    killer.start()
-    try:
-        status = train.main(["--data", data, "--output", output, *SMALL_MODEL, "--workers", "1",
-                             "--cpus-per-worker", "5", "--iterations", str(iterations), "--val-every", "4",
-                             "--max-failures", "1"])
-    finally:
-        killer.join()
-        for port in (SECOND_NODE_PORT, SECOND_NODE_PORT + 1):  # whatever the run left standing
-            for process in _second_node_processes(port):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    process.kill()
-    assert status == 0
-    assert events and events[0] != "killed 0" and events[-1] == "replaced", events
-    # The worker's own record (its log line reaches the driver asynchronously, and may come after the run's end).
-    report = json.loads(Path(output, "workers", "rank_0.json").read_text())
-    assert report["resumed_from"] is not None and report["resumed_from"] >= 4, (report, events)
-    assert report["iteration"] == load_checkpoint(output).state["iteration"] == iterations
+    timeline, log = finished(background_run)
+    assert len(timeline["removed"]) == 1, log[-3000:]
+    # The node count after the kill: down to the head alone, then up again with the replacement the run trained on.
+    removed_at = timeline["removed"][0][0]
+    after = [nodes for seconds, nodes in timeline["samples"] if seconds >= removed_at]
+    assert 1 in after and 2 in after[after.index(1):], timeline["samples"]
+    run = background_run.folder / "run"
+    report = json.loads((run / "workers" / "rank_0.json").read_text())
+    assert report["resumed_from"] is not None and report["resumed_from"] >= 4, (report, log[-3000:])
+    assert report["iteration"] == load_checkpoint(str(run)).state["iteration"] == KILLED_RUN_ITERATIONS
+    assert [span["first"] > 1 for span in report["spans"]] == [False, True], report["spans"]
 
 
 def test_an_s3_restart_mid_segmentation_loses_nothing(trained_run, s3, cluster_state):

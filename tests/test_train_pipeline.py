@@ -88,13 +88,21 @@ def test_two_workers_learn_the_task_with_checkpoints_in_s3(trained_run, s3, s3_d
     assert sum(key.endswith("/checkpoint.pt") for key in keys) == 3  # --keep-checkpoints default
 
 
-def test_resume_continues_at_the_saved_iteration_on_a_local_path(ray_cluster, local_dataset, tmp_path):
+def test_a_submitted_job_trains_from_the_bucket_and_a_resume_continues_at_the_saved_iteration(ray_cluster, s3,
+                                                                                              s3_dataset, tmp_path):
     output = str(tmp_path / "run")
     # Two micro-batches per step: DDP all-reduces once per step (no_sync), and the weights must still agree.
-    common = ["--data", local_dataset, "--output", output, *SMALL_MODEL, "--workers", "2", "--val-every", "2",
+    common = ["--data", s3_dataset, "--output", output, *SMALL_MODEL, "--workers", "2", "--val-every", "2",
               "--accumulation", "2"]
-    assert train.main([*common, "--iterations", "4"]) == 0
+    # The first run as a user submits it: the working directory shipped, the bucket's settings in the runtime env.
+    submitted = subprocess.run(
+        ["ray", "job", "submit", "--working-dir", ".", "--runtime-env-json", runtime_env_json(), "--",
+         "python", "-m", "pipelines.train", *common, "--iterations", "4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert submitted.returncode == 0 and "succeeded" in submitted.stdout, \
+        submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert load_checkpoint(output).state["iteration"] == 4
+    assert np.isfinite(load_checkpoint(output).state["metrics"]["loss"])
     assert train.main([*common, "--iterations", "6"]) == 2  # refuses to overwrite a run without --resume
     assert train.main([*common, "--iterations", "6", "--resume"]) == 0
     resumed = load_checkpoint(output)
@@ -158,16 +166,3 @@ def test_killed_worker_is_restarted_from_the_last_checkpoint(ray_cluster, local_
     report = _worker_reports(output)[0]
     assert report["resumed_from"] is not None and report["resumed_from"] >= 3, log.read_text()[-3000:]
     assert report["iteration"] == load_checkpoint(str(output)).state["iteration"] == 12
-
-
-def test_ray_job_submit_trains_into_the_bucket(ray_cluster, s3, s3_dataset):
-    runtime_env = runtime_env_json()
-    output = f"s3://{s3.bucket}/runs/submitted"
-    result = subprocess.run(
-        ["ray", "job", "submit", "--working-dir", ".", "--runtime-env-json", runtime_env, "--",
-         "python", "-m", "pipelines.train", "--data", s3_dataset, "--output", output, *SMALL_MODEL,
-         "--workers", "2", "--iterations", "3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0 and "succeeded" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
-    assert load_checkpoint(output).state["iteration"] == 3
-    assert np.isfinite(load_checkpoint(output).state["metrics"]["loss"])
