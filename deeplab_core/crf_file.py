@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from deeplab_core.crf import PAPER_PARAMS, CRFParams
+from deeplab_core.crf_params import PAPER_PARAMS, CRFParams
 from deeplab_core.io import read_bytes
 
 CRF_PARAMS_FILE = "crf_params.yaml"

@@ -142,23 +142,6 @@ def predict_logits(model: nn.Module, images: torch.Tensor, scales: Sequence[floa
     return upsample_logits(low_res, tuple(images.shape[-2:]), model.output_stride)
 
 
-# Images with more pixels than this are segmented at reduced size (aspect kept) and their masks resized back:
-# one huge input must not exhaust a model actor's memory. 4.2 MP is 16 times a 512 x 512 image.
-DEFAULT_MAX_PIXELS = 2048 * 2048
-
-
-def working_size(height: int, width: int, max_side: int | None = None,
-                 max_pixels: int | None = None) -> tuple[int, int]:
-    """The size to run the model at: neither side above ``max_side``, at most ``max_pixels`` pixels, aspect kept."""
-    if max_side and max(height, width) > max_side:
-        ratio = max_side / max(height, width)
-        height, width = max(1, round(height * ratio)), max(1, round(width * ratio))
-    if max_pixels and height * width > max_pixels:
-        ratio = math.sqrt(max_pixels / (height * width))
-        height, width = max(1, math.floor(height * ratio)), max(1, math.floor(width * ratio))
-    return height, width
-
-
 # Low-resolution logits travel between machines in this dtype: half the bytes of float32, and class scores need
 # no more precision. ``segment_image`` applies the same rounding, so in-process results equal a pipeline's.
 TRANSPORT_DTYPE = np.float16

@@ -1,13 +1,31 @@
 """How a trained model segments images: one frozen, checked value that the runner, the in-process ``segment_image``
 and the pipelines' stages take whole. The drivers' flags derive from its fields (name, default, help text in the
-field's metadata), except ``crf``, which the CRF options describe."""
+field's metadata), except ``crf``, which the CRF options describe. Also the size an image is segmented at
+(``working_size``). Torch-free: the pipelines' CPU stages carry these values."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from deeplab_core.crf import PAPER_PARAMS, CRFParams
-from deeplab_core.inference import DEFAULT_MAX_PIXELS
+from deeplab_core.crf_params import PAPER_PARAMS, CRFParams
+
+# Images with more pixels than this are segmented at reduced size (aspect kept) and their masks resized back:
+# one huge input must not exhaust a model actor's memory. 4.2 MP is 16 times a 512 x 512 image.
+DEFAULT_MAX_PIXELS = 2048 * 2048
+
+
+def working_size(height: int, width: int, max_side: int | None = None,
+                 max_pixels: int | None = None) -> tuple[int, int]:
+    """The size to run the model at: neither side above ``max_side``, at most ``max_pixels`` pixels, aspect kept."""
+    if max_side and max(height, width) > max_side:
+        ratio = max_side / max(height, width)
+        height, width = max(1, round(height * ratio)), max(1, round(width * ratio))
+    if max_pixels and height * width > max_pixels:
+        ratio = math.sqrt(max_pixels / (height * width))
+        height, width = max(1, math.floor(height * ratio)), max(1, math.floor(width * ratio))
+    return height, width
+
 
 # The model's arithmetic. "auto": bf16 autocast on GPUs that support it, fp32 on CPUs.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -13,8 +13,8 @@ import numpy as np
 from torch import nn
 
 from deeplab_core.crf import refine_low_res
-from deeplab_core.inference import IMAGENET_MEAN, IMAGENET_STD, working_size
-from deeplab_core.inference_settings import InferenceSettings
+from deeplab_core.inference import IMAGENET_MEAN, IMAGENET_STD
+from deeplab_core.inference_settings import InferenceSettings, working_size
 from deeplab_core.io import resize_image, resize_labels
 from deeplab_core.models import ModelSpec
 from deeplab_core.runner import ModelRunner

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 
 from deeplab_core.checkpoint import Checkpoint, build_from_checkpoint, load_checkpoint
-from deeplab_core.crf import CRFParams
+from deeplab_core.crf_params import CRFParams
 from deeplab_core.crf_file import CRF_PARAMS_FILE, PAPER_SYMBOLS, dump_crf_params
 from deeplab_core.crf_tuning import (
     PAPER_GRID, CRFGrid, best_setting, finer_grid, parse_grid_axis, with_paper_values,

@@ -84,10 +84,10 @@ def _run_until_complete(argv: list[str], attempts: int = 3) -> int:
     raise AssertionError(f"not complete after {attempts} runs")
 
 
-def _second_node_processes(port: int = SECOND_NODE_PORT) -> list[psutil.Process]:
-    """The raylet started with node-manager ``port`` and every process under it."""
+def _second_node_processes() -> list[psutil.Process]:
+    """The second node's raylet (its node-manager port) and every process under it."""
     raylets = [p for p in psutil.process_iter(["cmdline"])
-               if any(f"--node_manager_port={port}" in part for part in p.info["cmdline"] or ())]
+               if any(f"--node_manager_port={SECOND_NODE_PORT}" in part for part in p.info["cmdline"] or ())]
     return raylets + [child for raylet in raylets for child in raylet.children(recursive=True)]
 
 

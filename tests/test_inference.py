@@ -5,8 +5,8 @@ from torch.nn import functional as F
 
 from deeplab_core.inference import (
     IMAGENET_MEAN, IMAGENET_STD, low_res_size, normalize, predict_logits, predict_low_res, upsample_logits,
-    working_size,
 )
+from deeplab_core.inference_settings import working_size
 from deeplab_core.models import build_model
 
 

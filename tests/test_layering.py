@@ -1,4 +1,5 @@
 import ast
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -51,4 +52,24 @@ def test_the_training_ingest_loads_no_torch():
     code = ("import sys\n"
             "import deeplab_core.data, deeplab_core.normalization, pipelines.training.ingest\n"
             "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_the_decode_write_and_scoring_tasks_load_no_torch(tmp_path):
+    """Ray Data's CPU workers unpickle the pipelines' stages, importing their modules: the decode, write and scoring
+    tasks' workers stay torch-free (~2.5 s sooner, ~800 MB lighter each); the model actors and the CRF tasks import
+    torch where they use it."""
+    from deeplab_core.models import ModelSpec
+    from pipelines.segmentation.scoring import Scorer
+    from pipelines.segmentation.stages import ManifestWriter, ReadImages, Refiner
+    from pipelines.segmentation.writers import OverlayWriter, mask_writers
+
+    spec = ModelSpec("deeplabv2", "resnet50", 16, 3)
+    stages = [ReadImages(512, None, 3), Refiner(spec.output_stride), Scorer(3, True),
+              ManifestWriter(str(tmp_path), spec, "digest", True, [*mask_writers("both"), OverlayWriter()])]
+    pickled = tmp_path / "stages.pkl"
+    pickled.write_bytes(pickle.dumps(stages))
+    code = (f"import pickle, sys\n"
+            f"stages = pickle.loads(open({str(pickled)!r}, 'rb').read())\n"
+            f"assert len(stages) == 4 and 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import Field, fields, replace
 from typing import Any
 
-from deeplab_core.crf import PAPER_PARAMS, CRFParams
+from deeplab_core.crf_params import PAPER_PARAMS, CRFParams
 from deeplab_core.crf_file import load_crf_params
 from deeplab_core.inference_settings import InferenceSettings
 from deeplab_core.io import normalize_uri

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from deeplab_core.checkpoint import Checkpoint
-from deeplab_core.crf import CRFParams
+from deeplab_core.crf_params import CRFParams
 from deeplab_core.crf_tuning import score_crf_settings
 from deeplab_core.data import Sample
 from deeplab_core.inference_settings import InferenceSettings

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from deeplab_core.crf import CRFParams
+from deeplab_core.crf_params import CRFParams
 from deeplab_core.crf_file import FILE_FIELDS
 from deeplab_core.io import exists, join_uri, read_bytes, write_bytes
 from deeplab_core.metrics import ConfusionMatrix
