@@ -132,6 +132,10 @@ for process in psutil.process_iter(["cmdline"]):
     assert runs <= 2
 
 
+# Ten checkpoints: the kill lands mid-run even when a busy machine delays it by seconds.
+KILLED_RUN_ITERATIONS = 40
+
+
 def training_losing_its_node(folder: Path) -> list[str]:
     """A fixed-size run (one worker, --max-failures 1) whose worker fits only on a node the autoscaler launches (3
     CPUs; the head's one is the data tasks'). Once Ray Train's controller has registered a checkpoint (it writes its
@@ -145,9 +149,6 @@ def training_losing_its_node(folder: Path) -> list[str]:
         [sys.executable, "-m", "pipelines.train", "--data", str(data), "--output", str(run), *TINY_MOBILENET,
          "--iterations", str(KILLED_RUN_ITERATIONS), "--val-every", "4", "--log-every", "8", "--workers", "1",
          "--cpus-per-worker", "3", "--max-failures", "1"])
-
-
-KILLED_RUN_ITERATIONS = 24
 
 
 @needs_root_and_unshare
