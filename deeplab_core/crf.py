@@ -16,12 +16,10 @@ import time
 from dataclasses import replace
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from deeplab_core.crf_params import PAPER_PARAMS, CRFParams
 from deeplab_core.extension import load_meanfield
-from deeplab_core.inference import as_tensor, upsample_logits
+from deeplab_core.resampling import cell_means, resize_bilinear, scaled_size, upsample_grid
 
 
 # pydensecrf.utils.unary_from_softmax clips probabilities here; the exact path reproduces it bit for bit.
@@ -138,26 +136,25 @@ def select_labels(image: np.ndarray, probs: np.ndarray, params: CRFParams = PAPE
     those the exact CRF's result holds, at most one more (and one fewer where the exact CRF keeps a noise label on
     a few pixels).
     """
-    cell_probs = F.avg_pool2d(as_tensor(probs)[None], params.prune_cell, ceil_mode=True)[0].numpy()
-    return _screen(_cell_image(image, params.prune_cell), cell_probs, params)
+    return _screen(_cell_image(image, params.prune_cell), cell_means(probs, params.prune_cell), params)
 
 
 def _cell_image(image: np.ndarray, cell: int) -> np.ndarray:
     """uint8 h x w x 3: the image's mean colour over each ``cell`` x ``cell`` cell."""
-    pooled_image = F.avg_pool2d(as_tensor(image).permute(2, 0, 1)[None].float(), cell, ceil_mode=True)[0]
-    return pooled_image.round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    pooled_image = cell_means(image.transpose(2, 0, 1), cell)
+    return np.ascontiguousarray(np.round(pooled_image).astype(np.uint8).transpose(1, 2, 0))
 
 
-def _cell_probabilities(low: torch.Tensor, size: tuple[int, int], stride: int, cell: int) -> np.ndarray:
+def _cell_probabilities(low: np.ndarray, size: tuple[int, int], stride: int, cell: int) -> np.ndarray:
     """C x h x w: each ``cell`` x ``cell`` cell's mean class probabilities, as ``select_labels`` pools them from
     full-size probabilities, estimated from ``_SUBSAMPLES`` x ``_SUBSAMPLES`` points per cell of the stride-grid
     logits (the softmax of the logits interpolated there, as ``upsample_logits`` interpolates them). One point per
     cell would keep the grid's noise that averaging over the cell's pixels smooths, and more labels with it."""
-    step = cell / _SUBSAMPLES  # pixels between sample points; F.interpolate's geometry is upsample_logits'
+    step = cell / _SUBSAMPLES  # pixels between sample points; this geometry is upsample_logits'
     samples = (math.ceil(size[0] / step), math.ceil(size[1] / step))
-    fine = F.interpolate(low[None], scale_factor=stride / step, mode="bilinear", align_corners=False)[0]
-    fine = torch.softmax(fine[:, : samples[0], : samples[1]], 0)
-    return F.avg_pool2d(fine[None], _SUBSAMPLES, ceil_mode=True)[0].numpy()
+    scale = stride / step
+    fine = resize_bilinear(low, scaled_size(low.shape[1:], scale), scale=(scale, scale), keep=samples)
+    return cell_means(_softmax(fine), _SUBSAMPLES)
 
 
 def _screen(cell_image: np.ndarray, cell_probs: np.ndarray, params: CRFParams) -> np.ndarray | None:
@@ -196,14 +193,23 @@ def _check_inputs(image: np.ndarray, probs: np.ndarray) -> None:
 def _full_size_probabilities(probs: np.ndarray, size: tuple[int, int], is_logits: bool) -> np.ndarray:
     """float32 C x H x W probabilities at the image's size (logits are resized, then soft-maxed)."""
     values = np.asarray(probs, dtype=np.float32)
-    if values.shape[1:] != size or is_logits:
-        tensor = as_tensor(values)
-        if tensor.shape[1:] != size:
-            tensor = F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False)[0]
-        if is_logits:
-            tensor = torch.softmax(tensor, dim=0)
-        values = tensor.numpy()
-    return values
+    if values.shape[1:] != size:
+        values = resize_bilinear(values, size)
+    return _softmax(values) if is_logits else values
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """float32 softmax over the first (class) axis."""
+    exponentials = logits - logits.max(0)
+    np.exp(exponentials, out=exponentials)
+    exponentials /= exponentials.sum(0)
+    return exponentials
+
+
+def _logsumexp(logits: np.ndarray) -> np.ndarray:
+    """1 x H x W: the log of the summed exponentials of C x H x W logits."""
+    largest = logits.max(0, keepdims=True)
+    return largest + np.log(np.exp(logits - largest).sum(0, keepdims=True))
 
 
 def _unary(probs: np.ndarray) -> np.ndarray:
@@ -278,13 +284,13 @@ def refine_low_res(image: np.ndarray, low_res_logits: np.ndarray, stride: int,
     every family of model outputs (tests/test_crf.py).
     ``stats``, ``phases``, ``keep_kernels``: as ``dense_crf_marginals``'.
     """
-    low = as_tensor(low_res_logits, np.float32)
+    low = np.asarray(low_res_logits, dtype=np.float32)
     size = image.shape[:2]
     if params.method != "pruned":
-        logits = upsample_logits(low, size, stride).numpy()
+        logits = upsample_grid(low, size, stride)
         return dense_crf_marginals(image, logits, params, is_logits=True, stats=stats, phases=phases,
                                    keep_kernels=keep_kernels)[0]
-    _check_inputs(image, low.numpy())
+    _check_inputs(image, low)
     clock = _PhaseClock(phases)
     classes, cell = low.shape[0], params.prune_cell
     kept = _screen(_cell_image(image, cell), _cell_probabilities(low, size, stride, cell), params)
@@ -292,10 +298,10 @@ def refine_low_res(image: np.ndarray, low_res_logits: np.ndarray, stride: int,
         kept = np.arange(classes)
     clock.lap("label selection")
     left_out = np.setdiff1d(np.arange(classes), kept)
-    channels = low[torch.from_numpy(kept)]
+    channels = low[kept]
     if len(left_out):
-        channels = torch.cat([channels, torch.logsumexp(low[torch.from_numpy(left_out)], 0, keepdim=True)])
-    probs = torch.softmax(upsample_logits(channels, size, stride), 0).numpy()
+        channels = np.concatenate([channels, _logsumexp(low[left_out])])
+    probs = _softmax(upsample_grid(channels, size, stride))
     rest = None
     if len(left_out):
         rest = np.maximum(probs[-1], len(left_out) * _MIN_PROBABILITY)

@@ -60,7 +60,8 @@ def pad_to_multiple(images: torch.Tensor, multiple: int, value: float = 0.0) -> 
 
 
 def upsample_logits(low_res: torch.Tensor, size: tuple[int, int], stride: int) -> torch.Tensor:
-    """Bilinearly upsample N x C x h x w (or C x h x w) grid logits to the H x W image they came from."""
+    """Bilinearly upsample N x C x h x w (or C x h x w) grid logits to the H x W image they came from (the CRF's
+    numpy twin: ``deeplab_core.resampling.upsample_grid``)."""
     squeeze = low_res.ndim == 3
     if squeeze:
         low_res = low_res.unsqueeze(0)

@@ -8,10 +8,10 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from deeplab_core.checkpoint import Checkpoint
 from deeplab_core.crf_params import CRFParams
 from deeplab_core.crf_tuning import score_crf_settings
 from deeplab_core.data import Sample
@@ -22,6 +22,9 @@ from pipelines.segmentation.model_pool import ModelResources
 from pipelines.segmentation.scoring import PLAIN, confusion_counts
 from pipelines.segmentation.stages import describe
 from pipelines.tuning.table import NO_CRF, TuningTable, setting_key
+
+if TYPE_CHECKING:  # the scoring tasks' workers unpickle this module: they need no torch
+    from deeplab_core.checkpoint import Checkpoint
 
 CHUNK = "chunk"  # which share of the settings a row's task scores (an image's settings are split over tasks)
 MATRICES = "matrices"  # settings x classes x classes confusion counts, flattened
