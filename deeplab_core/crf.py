@@ -19,7 +19,7 @@ import numpy as np
 
 from deeplab_core.crf_params import PAPER_PARAMS, CRFParams
 from deeplab_core.extension import load_meanfield
-from deeplab_core.resampling import cell_means, resize_bilinear, scaled_size, upsample_grid
+from deeplab_core.resampling import cell_means, resize_bilinear, upsample_grid
 
 
 # pydensecrf.utils.unary_from_softmax clips probabilities here; the exact path reproduces it bit for bit.
@@ -152,8 +152,7 @@ def _cell_probabilities(low: np.ndarray, size: tuple[int, int], stride: int, cel
     cell would keep the grid's noise that averaging over the cell's pixels smooths, and more labels with it."""
     step = cell / _SUBSAMPLES  # pixels between sample points; this geometry is upsample_logits'
     samples = (math.ceil(size[0] / step), math.ceil(size[1] / step))
-    scale = stride / step
-    fine = resize_bilinear(low, scaled_size(low.shape[1:], scale), scale=(scale, scale), keep=samples)
+    fine = resize_bilinear(low, scale=stride / step, keep=samples)
     return cell_means(_softmax(fine), _SUBSAMPLES)
 
 

@@ -28,17 +28,21 @@ def _linear_taps(input_size: int, output_size: int, scale: float | None) -> tupl
     return first, second, np.float32(1.0) - second_weight, second_weight
 
 
-def resize_bilinear(values: np.ndarray, size: tuple[int, int], scale: tuple[float, float] | None = None,
+def resize_bilinear(values: np.ndarray, size: tuple[int, int] | None = None, *, scale: float | None = None,
                     keep: tuple[int, int] | None = None) -> np.ndarray:
     """float32 C x H x W: ``values`` (C x h x w) bilinearly resized to ``size``, as ``F.interpolate(values[None],
-    size=size, mode="bilinear", align_corners=False)[0]``; with ``scale``, as torch's ``scale_factor=scale`` (its
-    sampling step is 1 / scale, and ``size`` must be torch's floor(h * scale), floor(w * scale)).
+    size=size, mode="bilinear", align_corners=False)[0]``; or by ``scale`` instead, as torch's
+    ``scale_factor=scale`` (to floor(h * scale) x floor(w * scale), sampled every 1 / scale input pixels).
 
     ``keep``: compute only the first ``keep`` rows and columns of that result (a crop of it, for less work)."""
+    if (size is None) == (scale is None):
+        raise ValueError("resize_bilinear: give either size or scale")
     values = np.asarray(values, dtype=np.float32)
+    if size is None:
+        size = math.floor(values.shape[1] * scale), math.floor(values.shape[2] * scale)
     (height, width), (kept_height, kept_width) = size, keep or size
-    row_taps = [taps[:kept_height] for taps in _linear_taps(values.shape[1], height, scale and scale[0])]
-    column_taps = [taps[:kept_width] for taps in _linear_taps(values.shape[2], width, scale and scale[1])]
+    row_taps = [taps[:kept_height] for taps in _linear_taps(values.shape[1], height, scale)]
+    column_taps = [taps[:kept_width] for taps in _linear_taps(values.shape[2], width, scale)]
     left, right, left_weight, right_weight = column_taps
     across = np.take(values, left, axis=2) * left_weight
     across += np.take(values, right, axis=2) * right_weight
@@ -56,11 +60,6 @@ def upsample_grid(low_res: np.ndarray, size: tuple[int, int], stride: int) -> np
     if grid_h * stride < size[0] or grid_w * stride < size[1]:
         raise ValueError(f"a {grid_h} x {grid_w} logits grid at stride {stride} does not cover {size[0]} x {size[1]}")
     return resize_bilinear(low_res, (grid_h * stride, grid_w * stride), keep=size)
-
-
-def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
-    """The output size ``F.interpolate`` gives an ``size`` input with ``scale_factor=scale``."""
-    return math.floor(size[0] * scale), math.floor(size[1] * scale)
 
 
 def cell_means(values: np.ndarray, cell: int) -> np.ndarray:
